@@ -1,0 +1,28 @@
+# Two commands do all the set-up: `make lab` and `make test`.
+# Both create the virtual environment in .venv on first use and install the kit into it.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.labkit-installed
+
+.PHONY: lab test bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+## make lab: open JupyterLab on the lessons
+lab: $(STAMP)
+	$(PY) -m jupyter lab notebooks/
+
+## make test: pytest for labkit plus nbval over every notebook, in one run
+test: $(STAMP)
+	$(PY) -m pytest tests --nbval-lax --nbval-current-env notebooks
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,303 @@
+"""The lab loop: one background event loop that hosts every server and async client.
+
+A Jupyter kernel already runs an asyncio loop in its main thread, and a cell
+that blocks (``requests.get``) blocks that loop. So labkit runs its own tornado
+IOLoop in one daemon thread per process. Servers live there and keep
+answering while a cell, or a plain script, makes blocking calls to them over
+real sockets on loopback, exactly as an outside client would.
+
+Example::
+
+    from labkit import lab
+    import requests, tornado.web
+
+    class Hello(tornado.web.RequestHandler):
+        def get(self):
+            self.write("hi")
+
+    with lab.serve([("/", Hello)]) as server:
+        print(requests.get(server.url + "/").text)   # hi
+        print(server.trace.counts())                   # {'http': {'request': 1, 'response': 1}}
+
+    lab.run(some_coroutine())      # run async code on the lab loop, get its result
+
+Thread-safety notes:
+
+* Safe from any thread other than the lab's (a notebook cell, a script, a
+  test): :func:`serve`, :meth:`Server.stop`, :func:`run`, :func:`submit`,
+  :func:`shutdown`. They hand work to the lab thread and wait for it.
+* On the lab thread itself (inside a handler or a coroutine run by
+  :func:`run`), do not call :func:`run` or :meth:`Server.stop`: they would wait
+  for the very thread that is waiting. ``await`` the coroutine instead, or
+  use :meth:`Server.astop`. labkit raises :class:`LabLoopError` rather than
+  deadlock.
+* Servers bind 127.0.0.1 and an ephemeral port unless told otherwise, so a
+  classroom laptop never exposes a receiver to the network by accident and
+  two notebooks never fight over a port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import errno
+import logging
+import socket
+import threading
+from typing import Any, Awaitable, Callable, Iterable
+
+import tornado.httpserver
+import tornado.netutil
+import tornado.web
+
+from labkit.errors import LabLoopError, PortInUseError, ServerStoppedError
+from labkit.trace import Trace
+from labkit.wire import TracingDelegate
+
+__all__ = ["Server", "serve", "run", "submit", "shutdown", "is_running", "in_lab_thread"]
+
+log = logging.getLogger(__name__)
+
+STOP_TIMEOUT = 5.0
+"""Seconds :meth:`Server.stop` waits for open connections to close."""
+
+
+class _Lab:
+    """The one background thread and its event loop (created on first use)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.servers: set[Server] = set()
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._start()
+            assert self._loop is not None
+            return self._loop
+
+    def _start(self) -> None:
+        ready = threading.Event()
+
+        def main() -> None:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            loop.set_exception_handler(_log_loop_exception)
+            self._loop = loop
+            ready.set()
+            try:
+                loop.run_forever()
+            finally:
+                _cancel_leftovers(loop)
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.close()
+
+        self._thread = threading.Thread(target=main, name="labkit-lab", daemon=True)
+        self._thread.start()
+        ready.wait()
+
+    def is_running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def in_thread(self) -> bool:
+        return self._thread is not None and threading.current_thread() is self._thread
+
+    def shutdown(self) -> None:
+        for server in list(self.servers):
+            server.stop()
+        with self._lock:
+            thread, loop = self._thread, self._loop
+            if thread is None or not thread.is_alive() or loop is None:
+                return
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(STOP_TIMEOUT)
+            self._thread = None
+            self._loop = None
+
+
+def _log_loop_exception(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+    """Send errors of background tasks to labkit's logger, never to a cell's output."""
+    log.debug("lab loop: %s", context.get("message"), exc_info=context.get("exception"))
+
+
+def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
+    tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+
+
+_LAB = _Lab()
+atexit.register(_LAB.shutdown)
+
+
+def is_running() -> bool:
+    """True while the lab thread is alive."""
+    return _LAB.is_running()
+
+
+def in_lab_thread() -> bool:
+    """True when called from the lab loop's own thread."""
+    return _LAB.in_thread()
+
+
+def submit(work: Awaitable | Callable[[], Any]) -> concurrent.futures.Future:
+    """Start ``work`` on the lab loop and return a future at once.
+
+    ``work`` is a coroutine (``fetch()``) or a plain function, which then runs
+    on the lab thread. The future's ``result()`` blocks until it is done.
+    """
+    loop = _LAB.loop()
+    if asyncio.iscoroutine(work):
+        return asyncio.run_coroutine_threadsafe(work, loop)
+    if callable(work):
+        async def call() -> Any:
+            result = work()
+            return await result if asyncio.iscoroutine(result) else result
+        return asyncio.run_coroutine_threadsafe(call(), loop)
+    raise TypeError(f"submit() needs a coroutine or a callable, not {type(work).__name__}")
+
+
+def run(work: Awaitable | Callable[[], Any], timeout: float | None = None) -> Any:
+    """Run ``work`` on the lab loop and return its result (blocking).
+
+    Works from a plain script and from a Jupyter cell alike, because the work
+    runs on the lab's own thread, not on the caller's event loop.
+    """
+    if _LAB.in_thread():
+        if asyncio.iscoroutine(work):
+            work.close()
+        raise LabLoopError(
+            "lab.run() was called from the lab loop itself, which would wait forever: "
+            "inside a coroutine or handler, use 'await' instead")
+    future = submit(work)
+    try:
+        return future.result(timeout)
+    except concurrent.futures.TimeoutError:
+        future.cancel()
+        raise TimeoutError(f"lab work did not finish within {timeout} s and was cancelled") from None
+
+
+class Server:
+    """A tornado application listening on the lab loop. Use :func:`serve` to make one."""
+
+    def __init__(self, app: tornado.web.Application, sock: socket.socket, trace: Trace,
+                 technique: str):
+        self.app = app
+        self.trace = trace
+        self.technique = technique
+        self.host, self.port = sock.getsockname()[:2]
+        self._http = tornado.httpserver.HTTPServer(TracingDelegate(app, trace, technique),
+                                                   xheaders=False)
+        self._stopped = False
+        self._stop_lock = threading.Lock()
+        self._on_stop: list[Callable[[], Any]] = []
+        if _LAB.in_thread():
+            self._http.add_sockets([sock])
+        else:
+            run(lambda: self._http.add_sockets([sock]))
+        _LAB.servers.add(self)
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. ``http://127.0.0.1:54321``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return not self._stopped
+
+    def on_stop(self, callback: Callable[[], Any]) -> None:
+        """Call ``callback`` (on the lab loop) when the server stops, before
+        connections are closed: techniques use it to wake held requests."""
+        self._on_stop.append(callback)
+
+    def stop(self) -> None:
+        """Stop accepting, wake waiters, close open connections. Idempotent."""
+        with self._stop_lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        _LAB.servers.discard(self)
+        if not _LAB.is_running():
+            return
+        if _LAB.in_thread():
+            raise LabLoopError("Server.stop() was called on the lab loop: use 'await server.astop()'")
+        run(self._close(), timeout=STOP_TIMEOUT * 2)
+
+    async def astop(self) -> None:
+        """:meth:`stop` for code already running on the lab loop."""
+        with self._stop_lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        _LAB.servers.discard(self)
+        await self._close()
+
+    async def _close(self) -> None:
+        self._http.stop()
+        for callback in self._on_stop:
+            result = callback()
+            if asyncio.iscoroutine(result):
+                await result
+        try:
+            await asyncio.wait_for(self._http.close_all_connections(), STOP_TIMEOUT)
+        except asyncio.TimeoutError:
+            log.warning("server %s: connections still open after %s s", self.url, STOP_TIMEOUT)
+
+    def require_running(self) -> None:
+        """Raise :class:`ServerStoppedError` if the server was stopped."""
+        if self._stopped:
+            raise ServerStoppedError(f"the server at {self.url} was stopped: start a new one with serve()")
+
+    def __enter__(self) -> "Server":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<Server {self.technique} {self.url} {state}>"
+
+
+def _quiet_log(handler: tornado.web.RequestHandler) -> None:
+    """Tornado's access log: silent, because the wire layer already traced the request."""
+
+
+def serve(app_or_handlers: tornado.web.Application | Iterable, *, host: str = "127.0.0.1",
+          port: int = 0, trace: Trace | None = None, technique: str = "http",
+          **settings: Any) -> Server:
+    """Start serving ``app_or_handlers`` on the lab loop and return the :class:`Server`.
+
+    ``app_or_handlers`` is a ``tornado.web.Application`` or a list of URL rules
+    (``[("/path", Handler), ...]``; extra keyword ``settings`` go to the
+    Application). ``port=0`` picks a free port. Every request and response is
+    recorded in ``trace`` (a new :class:`Trace` if not given, as
+    ``server.trace``) under ``technique``.
+    """
+    if isinstance(app_or_handlers, tornado.web.Application):
+        app = app_or_handlers
+        app.settings.update(settings)
+    else:
+        app = tornado.web.Application(list(app_or_handlers), **settings)
+    app.settings["log_function"] = _quiet_log
+    try:
+        sockets = tornado.netutil.bind_sockets(port, address=host)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUseError(host, port) from None
+        raise
+    for extra in sockets[1:]:
+        extra.close()
+    return Server(app, sockets[0], trace if trace is not None else Trace(), technique)
+
+
+def shutdown() -> None:
+    """Stop every server and the lab thread (it restarts on next use). Runs at exit."""
+    _LAB.shutdown()

@@ -1,0 +1,271 @@
+"""The trace: one thread-safe record of everything that crosses the wire.
+
+Every technique in the kit writes into the same kind of record, on the same
+clock, so that polling, long polling, SSE, Web Push and webhooks can be
+compared fairly: same events, same counting, same summaries.
+
+A :class:`Record` is one thing that happened:
+
+``request``     a request arrived at a server (bytes = request line + headers + body)
+``response``    a server finished answering (bytes = status line + headers + body,
+                ``duration`` = how long the request was open, ``events`` = how
+                many new events it carried, 0 for a wasted poll)
+``event``       an event reached its consumer (``latency`` = delivered - created)
+``connect``     a long-lived connection opened (a stream, a push subscription)
+``disconnect``  it closed
+``retry``       a sender is about to try a delivery again
+``drop``        something was lost or dead-lettered on purpose or by failure
+
+Times are ``time.monotonic()`` seconds, the clock :class:`labkit.feed.Event`
+uses for ``created``, so ``latency`` needs no clock conversion. ``wall`` is
+the Unix time, for humans.
+
+Example::
+
+    trace = Trace()
+    trace.add("request", technique="polling", client="c1", bytes=120)
+    trace.counts()            # {'polling': {'request': 1}}
+
+Thread-safety: :meth:`add` and every reader take one lock, so the lab loop's
+thread can write while a notebook cell reads. Readers get snapshots.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import math
+import threading
+import time
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import IO, Iterable
+
+__all__ = ["KINDS", "Record", "Trace"]
+
+KINDS = ("request", "response", "event", "connect", "disconnect", "retry", "drop")
+
+
+@dataclass(frozen=True)
+class Record:
+    """One thing that crossed (or failed to cross) the wire."""
+
+    kind: str
+    technique: str
+    client: str
+    t: float
+    wall: float
+    status: int | None = None
+    bytes: int = 0
+    duration: float | None = None
+    latency: float | None = None
+    events: int | None = None
+    event_id: str | None = None
+    detail: str = ""
+
+
+class Trace:
+    """A thread-safe, append-only list of :class:`Record` with summaries."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._records: list[Record] = []
+        self.t0 = time.monotonic()
+
+    # -- writing ---------------------------------------------------------
+
+    def add(self, kind: str, *, technique: str, client: str = "", t: float | None = None,
+            **fields_) -> Record:
+        """Append a record; ``t`` defaults to now. Returns the record."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown record kind {kind!r}: use one of {', '.join(KINDS)}")
+        now = time.monotonic() if t is None else t
+        record = Record(kind=kind, technique=technique, client=client, t=now,
+                        wall=time.time() - (time.monotonic() - now), **fields_)
+        with self._lock:
+            self._records.append(record)
+        return record
+
+    def delivered(self, event, *, technique: str, client: str = "", bytes: int = 0,
+                  detail: str = "") -> Record:
+        """Record that ``event`` (anything with ``id`` and ``created``) reached ``client``."""
+        now = time.monotonic()
+        return self.add("event", technique=technique, client=client, t=now, bytes=bytes,
+                        latency=now - event.created, event_id=event.id, detail=detail)
+
+    def clear(self) -> None:
+        """Forget every record and restart the relative clock."""
+        with self._lock:
+            self._records.clear()
+            self.t0 = time.monotonic()
+
+    # -- reading ---------------------------------------------------------
+
+    def records(self, kind: str | None = None, technique: str | None = None,
+                client: str | None = None) -> list[Record]:
+        """A snapshot of the records, optionally filtered."""
+        with self._lock:
+            snapshot = list(self._records)
+        return [r for r in snapshot
+                if (kind is None or r.kind == kind)
+                and (technique is None or r.technique == technique)
+                and (client is None or r.client == client)]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._records)
+
+    def techniques(self) -> list[str]:
+        """Techniques in the order they first appear."""
+        return list(dict.fromkeys(r.technique for r in self.records()))
+
+    def clients(self, technique: str | None = None) -> list[str]:
+        """Clients in the order they first appear."""
+        return list(dict.fromkeys(r.client for r in self.records(technique=technique)))
+
+    # -- summaries -------------------------------------------------------
+
+    def counts(self, technique: str | None = None) -> dict[str, dict[str, int]]:
+        """Number of records per technique and kind."""
+        result: dict[str, Counter] = defaultdict(Counter)
+        for r in self.records(technique=technique):
+            result[r.technique][r.kind] += 1
+        return {t: dict(c) for t, c in result.items()}
+
+    def count(self, kind: str, technique: str | None = None) -> int:
+        """How many records of one kind (optionally for one technique)."""
+        return len(self.records(kind=kind, technique=technique))
+
+    def latencies(self, technique: str | None = None) -> list[float]:
+        """Delivery latencies (seconds) of every delivered event, in order."""
+        return [r.latency for r in self.records(kind="event", technique=technique)
+                if r.latency is not None]
+
+    def latency_percentiles(self, technique: str | None = None,
+                            percentiles: Iterable[float] = (50, 90, 99)) -> dict[float, float]:
+        """Latency percentiles in seconds (nearest-rank); NaN when nothing was delivered."""
+        values = sorted(self.latencies(technique))
+        return {p: _nearest_rank(values, p) for p in percentiles}
+
+    def bytes_total(self, technique: str | None = None) -> int:
+        """Bytes of every request and response (headers included)."""
+        return sum(r.bytes for r in self.records(technique=technique)
+                   if r.kind in ("request", "response"))
+
+    def bytes_per_event(self, technique: str | None = None) -> float:
+        """Wire bytes spent per delivered event; inf when nothing was delivered."""
+        delivered = self.count("event", technique)
+        return self.bytes_total(technique) / delivered if delivered else math.inf
+
+    def wasted_share(self, technique: str | None = None) -> float:
+        """Share of answered requests that carried nothing new (``events == 0``).
+
+        Only responses that say how many events they carried count; NaN when
+        there are none.
+        """
+        known = [r for r in self.records(kind="response", technique=technique)
+                 if r.events is not None]
+        if not known:
+            return math.nan
+        return sum(1 for r in known if r.events == 0) / len(known)
+
+    def summary(self) -> list[dict]:
+        """One row per technique: requests, events, bytes, latency p50/p99."""
+        rows = []
+        for tech in self.techniques():
+            pct = self.latency_percentiles(tech, (50, 99))
+            rows.append({
+                "technique": tech,
+                "requests": self.count("request", tech),
+                "events": self.count("event", tech),
+                "bytes": self.bytes_total(tech),
+                "bytes/event": self.bytes_per_event(tech),
+                "p50 latency (s)": pct[50],
+                "p99 latency (s)": pct[99],
+                "wasted share": self.wasted_share(tech),
+            })
+        return rows
+
+    # -- export ----------------------------------------------------------
+
+    def as_dicts(self) -> list[dict]:
+        """Records as plain dicts, with ``t`` relative to the trace's start."""
+        return [dict(asdict(r), t=r.t - self.t0) for r in self.records()]
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        """The records as a JSON array; also written to ``path`` if given."""
+        text = json.dumps(self.as_dicts(), indent=1)
+        if path is not None:
+            Path(path).write_text(text, encoding="utf-8")
+        return text
+
+    def to_csv(self, path: str | Path | None = None) -> str:
+        """The records as CSV with a header row; also written to ``path`` if given."""
+        buffer = io.StringIO()
+        _write_csv(buffer, self.as_dicts())
+        text = buffer.getvalue()
+        if path is not None:
+            Path(path).write_text(text, encoding="utf-8")
+        return text
+
+    def table(self, limit: int = 20, **filters) -> "TraceTable":
+        """The last ``limit`` records (filtered like :meth:`records`) as a table."""
+        rows = [dict(asdict(r), t=r.t - self.t0) for r in self.records(**filters)]
+        return TraceTable(rows[-limit:] if limit else rows)
+
+    def __repr__(self) -> str:
+        return f"<Trace {len(self)} records, techniques={self.techniques()}>"
+
+
+class TraceTable:
+    """Rows of a trace, shown as an HTML table in Jupyter and as text elsewhere."""
+
+    columns = ("t", "kind", "technique", "client", "status", "bytes", "duration",
+               "latency", "events", "event_id", "detail")
+
+    def __init__(self, rows: list[dict]):
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _cells(self, row: dict) -> list[str]:
+        return [_fmt(row.get(c)) for c in self.columns]
+
+    def __str__(self) -> str:
+        table = [list(self.columns)] + [self._cells(r) for r in self.rows]
+        widths = [max(len(line[i]) for line in table) for i in range(len(self.columns))]
+        return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip()
+                         for line in table)
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th>{c}</th>" for c in self.columns)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in self._cells(r))
+                       + "</tr>" for r in self.rows)
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def _nearest_rank(sorted_values: list[float], p: float) -> float:
+    if not sorted_values:
+        return math.nan
+    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def _write_csv(out: IO[str], rows: list[dict]) -> None:
+    writer = csv.DictWriter(out, fieldnames=[f.name for f in fields(Record)])
+    writer.writeheader()
+    writer.writerows(rows)

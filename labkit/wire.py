@@ -1,0 +1,210 @@
+"""Counting what crosses the wire, for every request a lab server handles.
+
+Tornado hands each incoming request to an :class:`HTTPServerConnectionDelegate`
+(the Application). :class:`TracingDelegate` sits in front of it and wraps the
+two objects every request passes through:
+
+* the *message delegate*, which sees the request line, headers and body
+  arrive, so it can count the request's bytes and note when it arrived;
+* the *connection*, which the handler writes its status line, headers and
+  body into, so it can count the response's bytes and note when it finished.
+
+When the response is finished, one ``request`` and one ``response`` record go
+into the trace. Nothing here depends on which handler runs, so every
+technique gets the same counting for free, streams (SSE) included.
+
+Byte counts are the HTTP/1.1 message as framed on the wire: start line,
+headers, blank line, body, plus chunked-encoding framing when the response
+has no ``Content-Length``. TCP/IP headers are not counted.
+
+A handler can tell the trace how many new events a response carried (so that
+wasted polls can be counted) and why it refused a request, with
+:func:`annotate`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from tornado import httputil
+
+from labkit.trace import Trace
+
+__all__ = ["TracingDelegate", "annotate", "CLIENT_HEADER"]
+
+CLIENT_HEADER = "X-Labkit-Client"
+"""Request header a simulated client may set to name itself in the trace."""
+
+
+def annotate(handler, *, events: int | None = None, detail: str | None = None) -> None:
+    """Attach facts about the current response to its trace record.
+
+    ``events``: how many new events the response carried (0 = a wasted request).
+    ``detail``: free text, e.g. why a webhook was rejected.
+    Does nothing for handlers that are not served through a lab server.
+    """
+    connection = getattr(handler.request, "connection", None)
+    if isinstance(connection, _CountingConnection):
+        if events is not None:
+            connection.events = events
+        if detail is not None:
+            connection.detail = detail
+
+
+def _header_bytes(headers: httputil.HTTPHeaders) -> int:
+    return sum(len(name) + len(value) + 4 for name, value in headers.get_all())
+
+
+class TracingDelegate(httputil.HTTPServerConnectionDelegate):
+    """Wraps a tornado Application so each request/response lands in a trace."""
+
+    def __init__(self, app: httputil.HTTPServerConnectionDelegate, trace: Trace,
+                 technique: str):
+        self.app = app
+        self.trace = trace
+        self.technique = technique
+
+    def start_request(self, server_conn: object,
+                      request_conn: httputil.HTTPConnection) -> httputil.HTTPMessageDelegate:
+        connection = _CountingConnection(request_conn, self)
+        inner = self.app.start_request(server_conn, connection)
+        return _CountingMessage(inner, connection)
+
+    def on_close(self, server_conn: object) -> None:
+        self.app.on_close(server_conn)
+
+
+class _CountingConnection:
+    """Forwards to tornado's connection while counting the response bytes.
+
+    The records are written *before* the last byte of the response is handed
+    to tornado, so a client that has read its whole answer always finds the
+    exchange already in the trace (no race for a notebook cell to lose).
+    """
+
+    def __init__(self, conn: httputil.HTTPConnection, owner: TracingDelegate):
+        self._conn = conn
+        self._owner = owner
+        self.client = ""
+        self.arrived = time.monotonic()
+        self.request_line: httputil.RequestStartLine | None = None
+        self.request_headers = httputil.HTTPHeaders()
+        self.request_bytes = 0
+        self.response_bytes = 0
+        self.remaining: int | None = None
+        self.status: int | None = None
+        self.events: int | None = None
+        self.detail = ""
+        self.chunked = False
+        self.request_recorded = False
+        self.recorded = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+    def _frame(self, start_line: httputil.ResponseStartLine,
+               headers: httputil.HTTPHeaders) -> None:
+        """Add the framing headers tornado's HTTP/1.1 writer will add (same rules)."""
+        request = self.request_line
+        version = request.version if request else "HTTP/1.1"
+        bodiless = (request is not None and request.method == "HEAD") or \
+            start_line.code in (204, 304) or 100 <= start_line.code < 200
+        asked = self.request_headers.get("Connection", "").lower()
+        if version == "HTTP/1.1" and asked == "close":
+            headers["Connection"] = "close"
+        if version == "HTTP/1.0" and asked == "keep-alive":
+            headers["Connection"] = "Keep-Alive"
+        self.chunked = version == "HTTP/1.1" and not bodiless and "Content-Length" not in headers
+        if self.chunked:
+            headers["Transfer-Encoding"] = "chunked"
+        if bodiless:
+            self.remaining = 0
+        elif "Content-Length" in headers:
+            self.remaining = int(headers["Content-Length"])
+
+    def write_headers(self, start_line, headers, chunk=None):
+        self._frame(start_line, headers)
+        self.status = start_line.code
+        line = f"HTTP/1.1 {start_line.code} {start_line.reason}\r\n"
+        self.response_bytes += len(line) + _header_bytes(headers) + 2
+        self._count_body(chunk)
+        return self._conn.write_headers(start_line, headers, chunk)
+
+    def write(self, chunk):
+        self._count_body(chunk)
+        return self._conn.write(chunk)
+
+    def finish(self):
+        if self.chunked:
+            self.response_bytes += len(b"0\r\n\r\n")
+        self.record()
+        return self._conn.finish()
+
+    def _count_body(self, chunk: bytes | None) -> None:
+        size = len(chunk) if chunk else 0
+        self.response_bytes += size
+        if size and self.chunked:
+            self.response_bytes += len(f"{size:x}\r\n\r\n")
+        if self.remaining is not None:
+            self.remaining -= size
+            if self.remaining <= 0:
+                self.record()
+
+    def record_request(self) -> None:
+        """Write the request record, once, when its body has fully arrived."""
+        if not self.request_recorded:
+            self.request_recorded = True
+            self._owner.trace.add("request", technique=self._owner.technique,
+                                  client=self.client, t=self.arrived, bytes=self.request_bytes)
+
+    def record(self, *, closed_early: bool = False) -> None:
+        """Write the response record (or a disconnect if the client left first), once."""
+        if self.recorded:
+            return
+        self.recorded = True
+        self.record_request()
+        trace, technique = self._owner.trace, self._owner.technique
+        now = time.monotonic()
+        if closed_early:
+            trace.add("disconnect", technique=technique, client=self.client, t=now,
+                      status=self.status, bytes=self.response_bytes,
+                      duration=now - self.arrived, events=self.events,
+                      detail=self.detail or "connection closed before the response finished")
+        else:
+            trace.add("response", technique=technique, client=self.client, t=now,
+                      status=self.status, bytes=self.response_bytes,
+                      duration=now - self.arrived, events=self.events, detail=self.detail)
+
+
+class _CountingMessage(httputil.HTTPMessageDelegate):
+    """Forwards to the application's delegate while counting the request bytes."""
+
+    def __init__(self, inner: httputil.HTTPMessageDelegate, connection: _CountingConnection):
+        self._inner = inner
+        self._connection = connection
+
+    def headers_received(self, start_line, headers):
+        conn = self._connection
+        conn.arrived = time.monotonic()
+        conn.request_line = start_line
+        conn.request_headers = headers
+        line = f"{start_line.method} {start_line.path} {start_line.version}\r\n"
+        conn.request_bytes = len(line) + _header_bytes(headers) + 2
+        context = conn.context
+        address = getattr(context, "address", None)
+        peer = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
+        conn.client = headers.get(CLIENT_HEADER) or peer
+        return self._inner.headers_received(start_line, headers)
+
+    def data_received(self, chunk):
+        self._connection.request_bytes += len(chunk)
+        return self._inner.data_received(chunk)
+
+    def finish(self):
+        self._connection.record_request()
+        return self._inner.finish()
+
+    def on_connection_close(self):
+        self._connection.record(closed_early=True)
+        return self._inner.on_connection_close()

@@ -1,0 +1,229 @@
+"""The lab loop: servers on a background thread, reachable over real loopback sockets."""
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+import requests
+import tornado.web
+
+from labkit import lab
+from labkit.errors import LabLoopError, PortInUseError
+from labkit.trace import Trace
+
+
+class Hello(tornado.web.RequestHandler):
+    def get(self):
+        self.write("hello")
+
+    def post(self):
+        self.write({"got": len(self.request.body)})
+
+
+class Boom(tornado.web.RequestHandler):
+    def get(self):
+        raise RuntimeError("a bug in a student's handler")
+
+
+class Hold(tornado.web.RequestHandler):
+    """Holds the request until the connection closes (a long poll that never answers)."""
+
+    async def get(self):
+        self.waiter = asyncio.get_running_loop().create_future()
+        await self.waiter
+
+    def on_connection_close(self):
+        if not self.waiter.done():
+            self.waiter.set_result(None)
+
+
+def refused(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_server_answers_real_http_and_records_it():
+    with lab.serve([("/", Hello)]) as server:
+        assert server.url.startswith("http://127.0.0.1:")
+        response = requests.get(server.url + "/", timeout=5)
+        assert response.text == "hello"
+        counts = server.trace.counts()
+    assert counts == {"http": {"request": 1, "response": 1}}
+
+
+def test_trace_counts_bytes_on_the_wire_including_headers():
+    with lab.serve([("/", Hello)], technique="demo") as server:
+        body = b"x" * 1000
+        response = requests.post(server.url + "/", data=body, timeout=5,
+                                 headers={"X-Labkit-Client": "alice"})
+        assert response.json() == {"got": 1000}
+        request, answer = server.trace.records()
+    assert request.kind == "request" and answer.kind == "response"
+    assert request.client == answer.client == "alice"
+    # body plus the request line and headers requests sends
+    assert 1000 + 100 < request.bytes < 1000 + 400
+    wire_response = len(response.content) + sum(len(k) + len(v) + 4 for k, v in response.headers.items())
+    assert abs(answer.bytes - (wire_response + len("HTTP/1.1 200 OK\r\n") + 2)) <= 2
+    assert answer.status == 200
+    assert answer.duration >= 0
+
+
+def test_stop_refuses_connections_and_leaves_no_socket_or_thread():
+    lab.run(lambda: None)  # make sure the lab thread exists before counting
+    threads_before = threading.active_count()
+    fds_before = open_fds()
+    server = lab.serve([("/", Hello)])
+    for _ in range(5):
+        requests.get(server.url + "/", timeout=5)
+    server.stop()
+    assert refused(server.port)
+    deadline = time.monotonic() + 2
+    while open_fds() > fds_before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert open_fds() <= fds_before
+    assert threading.active_count() == threads_before
+
+
+def test_stop_is_idempotent_and_closes_held_requests():
+    server = lab.serve([("/hold", Hold)])
+    errors = []
+
+    def client():
+        try:
+            requests.get(server.url + "/hold", timeout=10)
+        except requests.RequestException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while not server.trace.records() and time.monotonic() < deadline:
+        time.sleep(0.01)
+        if server._http._connections:
+            break
+    started = time.monotonic()
+    server.stop()
+    server.stop()
+    thread.join(5)
+    assert not thread.is_alive()
+    assert time.monotonic() - started < 3
+    assert errors, "the held request should have been cut when the server stopped"
+    assert not server.running
+
+
+def test_two_servers_side_by_side_and_stopped_in_a_later_cell():
+    first = lab.serve([("/", Hello)])
+    second = lab.serve([("/", Hello)])
+    assert first.port != second.port
+    assert requests.get(first.url + "/", timeout=5).text == "hello"
+    assert requests.get(second.url + "/", timeout=5).text == "hello"
+    first.stop()  # "a later cell"
+    assert refused(first.port)
+    assert requests.get(second.url + "/", timeout=5).text == "hello"
+    second.stop()
+
+
+def test_port_in_use_fails_with_a_message_naming_the_port():
+    with lab.serve([("/", Hello)]) as server:
+        with pytest.raises(PortInUseError) as caught:
+            lab.serve([("/", Hello)], port=server.port)
+    assert str(server.port) in str(caught.value)
+    assert "port=0" in str(caught.value)
+
+
+def test_a_handler_that_raises_gives_500_and_the_server_keeps_serving(capfd):
+    with lab.serve([("/boom", Boom), ("/", Hello)]) as server:
+        assert requests.get(server.url + "/boom", timeout=5).status_code == 500
+        assert requests.get(server.url + "/", timeout=5).text == "hello"
+        statuses = [r.status for r in server.trace.records(kind="response")]
+    assert statuses == [500, 200]
+    out, err = capfd.readouterr()
+    assert out == "" and err == "", "background threads must not print into a cell"
+
+
+def test_unknown_route_is_404_not_a_crash():
+    with lab.serve([("/", Hello)]) as server:
+        assert requests.get(server.url + "/nope", timeout=5).status_code == 404
+        assert requests.get(server.url + "/", timeout=5).status_code == 200
+
+
+def test_run_returns_a_coroutines_result_and_refuses_to_deadlock():
+    async def add(a, b):
+        await asyncio.sleep(0.01)
+        return a + b
+
+    assert lab.run(add(2, 3)) == 5
+
+    async def nested():
+        return lab.run(add(1, 1))
+
+    with pytest.raises(LabLoopError):
+        lab.run(nested())
+
+
+def test_run_times_out_and_cancels():
+    async def forever():
+        await asyncio.sleep(60)
+
+    with pytest.raises(TimeoutError):
+        lab.run(forever(), timeout=0.1)
+
+
+def test_works_inside_a_running_asyncio_loop_like_a_jupyter_kernel():
+    async def cell():
+        # The kernel's own loop is running here, as in a notebook.
+        with lab.serve([("/", Hello)]) as server:
+            return requests.get(server.url + "/", timeout=5).text
+
+    assert asyncio.run(cell()) == "hello"
+
+
+def test_works_from_a_plain_script_and_exits_cleanly(tmp_path):
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent("""
+        import requests, tornado.web
+        from labkit import lab
+
+        class Hello(tornado.web.RequestHandler):
+            def get(self):
+                self.write("from a script")
+
+        server = lab.serve([("/", Hello)])
+        print(requests.get(server.url + "/", timeout=5).text)
+        # no stop(): the lab stops everything at interpreter exit
+    """))
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                            timeout=60, cwd=os.getcwd())
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "from a script"
+    assert result.stderr == ""
+
+
+def test_shared_trace_across_servers():
+    trace = Trace()
+    with lab.serve([("/", Hello)], trace=trace, technique="a") as a, \
+            lab.serve([("/", Hello)], trace=trace, technique="b") as b:
+        requests.get(a.url + "/", timeout=5)
+        requests.get(b.url + "/", timeout=5)
+    assert trace.techniques() == ["a", "b"]
+
+
+def test_shutdown_ends_the_thread_and_the_lab_restarts_on_next_use():
+    server = lab.serve([("/", Hello)])
+    lab.shutdown()
+    assert not lab.is_running()
+    assert not server.running
+    assert refused(server.port)
+    with lab.serve([("/", Hello)]) as again:
+        assert requests.get(again.url + "/", timeout=5).text == "hello"
