@@ -55,7 +55,8 @@ from labkit.errors import LabLoopError, PortInUseError, ServerStoppedError
 from labkit.trace import Trace
 from labkit.wire import TracingDelegate
 
-__all__ = ["Server", "serve", "run", "submit", "shutdown", "is_running", "in_lab_thread"]
+__all__ = ["Server", "serve", "run", "submit", "shutdown", "is_running", "in_lab_thread",
+           "running_servers"]
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,11 @@ atexit.register(_LAB.shutdown)
 def is_running() -> bool:
     """True while the lab thread is alive."""
     return _LAB.is_running()
+
+
+def running_servers() -> list["Server"]:
+    """Every server started and not yet stopped (a notebook's last cell checks it is empty)."""
+    return sorted(_LAB.servers, key=lambda server: server.port)
 
 
 def in_lab_thread() -> bool:

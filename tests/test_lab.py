@@ -227,3 +227,10 @@ def test_shutdown_ends_the_thread_and_the_lab_restarts_on_next_use():
     assert refused(server.port)
     with lab.serve([("/", Hello)]) as again:
         assert requests.get(again.url + "/", timeout=5).text == "hello"
+
+
+def test_running_servers_lists_what_is_not_stopped():
+    server = lab.serve([("/", Hello)])
+    assert server in lab.running_servers()
+    server.stop()
+    assert server not in lab.running_servers()
