@@ -1,0 +1,421 @@
+"""Webhook signature schemes: how a receiver knows a request really came from
+the sender and was not changed on the way.
+
+A webhook endpoint is a public URL, so anyone who learns it can POST to it.
+Each scheme here uses a secret shared by sender and receiver: the sender
+computes an HMAC (a keyed hash) over the request and sends it in a header,
+the receiver recomputes it and compares. Without the secret nobody can forge
+a matching HMAC, and changing a single byte of the body changes it entirely.
+That protects against:
+
+* forged requests: someone who found the URL but not the secret;
+* tampering: a proxy or attacker altering the body in transit;
+* replays (Stripe, Standard Webhooks): an old, genuinely signed request sent
+  again later. These schemes sign a timestamp along with the body, and the
+  receiver refuses timestamps too far from its own clock.
+
+Three rules every verifier here follows, and every receiver should:
+
+1. Verify the RAW body bytes exactly as received. Parsing JSON and
+   serialising it again changes spacing or key order, and the signature no
+   longer matches.
+2. Compare in constant time (``hmac.compare_digest``). With ``==`` the
+   comparison stops at the first differing byte, so response times leak how
+   much of a guessed signature is right.
+3. Look headers up case-insensitively: HTTP header names are not case
+   sensitive, and proxies and frameworks change their case.
+
+Every class has the same interface, so a receiver can run a list of them:
+``verify(headers, body, *, url=None, remote_ip=None, now=None)`` raises
+:class:`~labkit.errors.SignatureError` (status 401) with a ``reason`` word
+(``missing``, ``malformed``, ``mismatch``, ``stale``, ``future``) and a
+message saying what to do next; ``sign(body, ...)`` returns the headers a
+sender adds.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets as _secrets
+import time
+from collections.abc import Iterable, Mapping
+from urllib.parse import parse_qsl
+
+from labkit.errors import LabkitError, SignatureError
+
+__all__ = [
+    "get_header",
+    "GitHubSignature",
+    "StripeSignature",
+    "StandardWebhooksSignature",
+    "TwilioSignature",
+    "generate_secret",
+]
+
+_HEX_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def get_header(headers: Mapping[str, str], name: str) -> str | None:
+    """Return header ``name`` (any case) stripped, or None if absent or blank."""
+    value = headers.get(name)
+    if value is None:
+        wanted = name.lower()
+        value = next((v for k, v in headers.items() if k.lower() == wanted), None)
+    if value is None or not value.strip():
+        return None
+    return value.strip()
+
+
+def _raw(body: bytes) -> bytes:
+    if not isinstance(body, (bytes, bytearray, memoryview)):
+        raise LabkitError(
+            f"body must be the raw request bytes, got {type(body).__name__}: pass "
+            f"the body exactly as received (e.g. request.body), not a decoded or "
+            f"re-serialised copy"
+        )
+    return bytes(body)
+
+
+def _key(secret: str | bytes, what: str) -> bytes:
+    key = secret.encode("utf-8") if isinstance(secret, str) else bytes(secret)
+    if not key:
+        raise LabkitError(f"the {what} is empty: pass the secret both sides share")
+    return key
+
+
+def _require(headers: Mapping[str, str], name: str, hint: str) -> str:
+    value = get_header(headers, name)
+    if value is None:
+        raise SignatureError("missing", f"no {name} header: {hint}")
+    return value
+
+
+def _timestamp(value: str, header: str) -> int:
+    if not _DIGITS.fullmatch(value):
+        raise SignatureError(
+            "malformed",
+            f"{header} timestamp {value[:40]!r} is not an integer number of Unix "
+            f"seconds: the sender must sign the current time, e.g. {int(time.time())}",
+        )
+    return int(value)
+
+
+def _check_fresh(timestamp: int, now: float | None, tolerance: int, header: str) -> None:
+    now = time.time() if now is None else now
+    if now - timestamp > tolerance:
+        raise SignatureError(
+            "stale",
+            f"{header} timestamp is {now - timestamp:.0f} s old, "
+            f"{now - timestamp - tolerance:.0f} s beyond the {tolerance} s tolerance: "
+            f"a replay of an old request, or the sender's clock is behind; re-sign "
+            f"with the current time and check both clocks (NTP)",
+        )
+    if timestamp - now > tolerance:
+        raise SignatureError(
+            "future",
+            f"{header} timestamp is {timestamp - now:.0f} s in the future, "
+            f"{timestamp - now - tolerance:.0f} s beyond the {tolerance} s tolerance: "
+            f"the sender's clock is ahead (or this receiver's is behind); sync both "
+            f"clocks (NTP) and re-sign",
+        )
+
+
+class GitHubSignature:
+    """GitHub: ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256(secret, body)>``."""
+
+    name = "github"
+    header = "X-Hub-Signature-256"
+
+    def __init__(self, secret: str | bytes):
+        self._key = _key(secret, "GitHub webhook secret")
+
+    def _digest(self, body: bytes) -> bytes:
+        return hmac.new(self._key, body, hashlib.sha256).digest()
+
+    def sign(self, body: bytes, *, url: str | None = None, msg_id: str | None = None,
+             timestamp: int | None = None) -> dict[str, str]:
+        """Headers GitHub would send for ``body`` (GitHub signs no timestamp)."""
+        return {self.header: "sha256=" + self._digest(_raw(body)).hex()}
+
+    def verify(self, headers: Mapping[str, str], body: bytes, *, url: str | None = None,
+               remote_ip: str | None = None, now: float | None = None) -> None:
+        """Raise SignatureError unless the header matches HMAC-SHA256 of ``body``."""
+        body = _raw(body)
+        value = _require(
+            headers, self.header,
+            "set a secret on the webhook in GitHub's settings so deliveries are "
+            "signed (the SHA-1 X-Hub-Signature header alone is not accepted)",
+        )
+        algorithm, _, hexdigest = value.partition("=")
+        if algorithm != "sha256" or not _HEX_SHA256.fullmatch(hexdigest):
+            raise SignatureError(
+                "malformed",
+                f"{self.header} must be 'sha256=' followed by 64 hex digits, got "
+                f"{value[:80]!r}: send the header exactly as GitHub produced it",
+            )
+        if not hmac.compare_digest(bytes.fromhex(hexdigest), self._digest(body)):
+            raise SignatureError(
+                "mismatch",
+                f"{self.header} does not match the body: check that both sides use "
+                f"the same secret and that you verify the raw body bytes, not a "
+                f"re-serialised copy",
+            )
+
+
+class StripeSignature:
+    """Stripe: ``Stripe-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, "t.body")>``.
+
+    The whole secret string, ``whsec_`` prefix included, is the HMAC key.
+    Several ``v1`` entries may appear (during secret rotation); one match is
+    enough. Other schemes such as ``v0`` are ignored.
+    """
+
+    name = "stripe"
+    header = "Stripe-Signature"
+
+    def __init__(self, secret: str | bytes, tolerance: int = 300):
+        self._key = _key(secret, "Stripe signing secret")
+        self.tolerance = tolerance
+
+    def _digest(self, timestamp: int | str, body: bytes) -> bytes:
+        return hmac.new(self._key, f"{timestamp}.".encode() + body, hashlib.sha256).digest()
+
+    def sign(self, body: bytes, *, url: str | None = None, msg_id: str | None = None,
+             timestamp: int | None = None) -> dict[str, str]:
+        """Headers Stripe would send for ``body`` at ``timestamp`` (default now)."""
+        timestamp = int(time.time()) if timestamp is None else timestamp
+        signature = self._digest(timestamp, _raw(body)).hex()
+        return {self.header: f"t={timestamp},v1={signature}"}
+
+    def verify(self, headers: Mapping[str, str], body: bytes, *, url: str | None = None,
+               remote_ip: str | None = None, now: float | None = None) -> None:
+        """Raise SignatureError unless a v1 signature matches and ``t`` is fresh."""
+        body = _raw(body)
+        value = _require(headers, self.header,
+                         "send the request from Stripe, or sign it with StripeSignature.sign")
+        timestamps, candidates = [], []
+        for item in value.split(","):
+            scheme, sep, field = item.strip().partition("=")
+            if not sep:
+                raise SignatureError(
+                    "malformed",
+                    f"{self.header} item {item.strip()[:80]!r} is not 'key=value': the "
+                    f"header must look like 't=1700000000,v1=<64 hex digits>'",
+                )
+            if scheme == "t":
+                timestamps.append(field)
+            elif scheme == "v1":
+                candidates.append(field)
+        if len(timestamps) != 1:
+            raise SignatureError(
+                "malformed",
+                f"{self.header} needs exactly one t=<unix seconds>, found "
+                f"{len(timestamps)}: the timestamp is signed, so it cannot be left out",
+            )
+        timestamp = _timestamp(timestamps[0], self.header)
+        if not candidates or not all(_HEX_SHA256.fullmatch(c) for c in candidates):
+            raise SignatureError(
+                "malformed",
+                f"{self.header} needs v1=<64 hex digits> entries: v0 and other "
+                f"schemes are not verified here",
+            )
+        expected = self._digest(timestamps[0], body)
+        if not any(hmac.compare_digest(bytes.fromhex(c), expected) for c in candidates):
+            raise SignatureError(
+                "mismatch",
+                f"no v1 signature in {self.header} matches the body: check the "
+                f"endpoint's signing secret (each endpoint has its own) and verify "
+                f"the raw body bytes, not a re-serialised copy",
+            )
+        # Only a genuine signature makes the timestamp trustworthy, so check it second.
+        _check_fresh(timestamp, now, self.tolerance, self.header)
+
+
+def generate_secret(rng=None) -> str:
+    """A new Standard Webhooks secret: ``whsec_`` + base64 of 24 random bytes.
+
+    ``rng`` (e.g. ``random.Random(42)``) makes notebook demos reproducible;
+    never use it for a real secret, which must come from :mod:`secrets`.
+    """
+    raw = rng.randbytes(24) if rng is not None else _secrets.token_bytes(24)
+    return "whsec_" + base64.b64encode(raw).decode("ascii")
+
+
+def _whsec_key(secret: str | bytes) -> bytes:
+    if isinstance(secret, (bytes, bytearray)):
+        return _key(secret, "Standard Webhooks secret")
+    encoded = secret.removeprefix("whsec_")
+    try:
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except ValueError:
+        raise LabkitError(
+            f"Standard Webhooks secret {secret[:10]!r}... is not 'whsec_' + base64: "
+            f"copy it exactly from the sender, or make one with generate_secret()"
+        ) from None
+    return _key(key, "Standard Webhooks secret")
+
+
+class StandardWebhooksSignature:
+    """Standard Webhooks (standardwebhooks.com), symmetric ``v1`` signatures.
+
+    Headers ``webhook-id``, ``webhook-timestamp`` and ``webhook-signature:
+    v1,<base64 HMAC-SHA256(key, "id.timestamp.body")>``, where the key is the
+    base64-decoded secret after its ``whsec_`` prefix. ``secrets`` is one
+    secret or a list (rotation): ``sign`` sends one signature per secret,
+    ``verify`` accepts any signature made with any of them. Asymmetric
+    ``v1a`` signatures are ignored.
+    """
+
+    name = "standard-webhooks"
+
+    def __init__(self, secrets: str | bytes | Iterable[str | bytes], tolerance: int = 300):
+        if isinstance(secrets, (str, bytes, bytearray)):
+            secrets = [secrets]
+        self._keys = [_whsec_key(s) for s in secrets]
+        if not self._keys:
+            raise LabkitError("no Standard Webhooks secret given: pass at least one")
+        self.tolerance = tolerance
+
+    def _digests(self, msg_id: str, timestamp: int | str, body: bytes) -> list[bytes]:
+        content = f"{msg_id}.{timestamp}.".encode() + body
+        return [hmac.new(key, content, hashlib.sha256).digest() for key in self._keys]
+
+    def sign(self, body: bytes, *, url: str | None = None, msg_id: str | None = None,
+             timestamp: int | None = None) -> dict[str, str]:
+        """The three ``webhook-*`` headers for ``body``; id and time default to new ones."""
+        msg_id = f"msg_{_secrets.token_hex(12)}" if msg_id is None else msg_id
+        if "." in msg_id:
+            raise LabkitError(
+                f"webhook id {msg_id!r} contains '.', the separator of the signed "
+                f"content: use an id without dots"
+            )
+        timestamp = int(time.time()) if timestamp is None else timestamp
+        signatures = " ".join(
+            "v1," + base64.b64encode(d).decode("ascii")
+            for d in self._digests(msg_id, timestamp, _raw(body))
+        )
+        return {
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": signatures,
+        }
+
+    def verify(self, headers: Mapping[str, str], body: bytes, *, url: str | None = None,
+               remote_ip: str | None = None, now: float | None = None) -> None:
+        """Raise SignatureError unless a v1 signature matches and the time is fresh."""
+        body = _raw(body)
+        hint = "Standard Webhooks senders send webhook-id, webhook-timestamp and webhook-signature"
+        msg_id = _require(headers, "webhook-id", hint)
+        stamp = _require(headers, "webhook-timestamp", hint)
+        value = _require(headers, "webhook-signature", hint)
+        timestamp = _timestamp(stamp, "webhook-timestamp")
+        candidates = []
+        for entry in value.split():
+            version, sep, encoded = entry.partition(",")
+            if not sep:
+                raise SignatureError(
+                    "malformed",
+                    f"webhook-signature entry {entry[:80]!r} is not 'version,signature': "
+                    f"entries look like 'v1,<base64>' separated by spaces",
+                )
+            if version == "v1":
+                try:
+                    candidate = base64.b64decode(encoded, validate=True)
+                except ValueError:
+                    candidate = b""
+                if len(candidate) != hashlib.sha256().digest_size:
+                    raise SignatureError(
+                        "malformed",
+                        f"webhook-signature entry {entry[:80]!r} is not v1 followed "
+                        f"by the base64 of a 32-byte HMAC-SHA256",
+                    )
+                candidates.append(candidate)
+        if not candidates:
+            raise SignatureError(
+                "malformed",
+                "webhook-signature has no v1 entry: only symmetric v1 signatures "
+                "are verified here",
+            )
+        expected = self._digests(msg_id, stamp, body)
+        if not any(hmac.compare_digest(c, e) for c in candidates for e in expected):
+            raise SignatureError(
+                "mismatch",
+                "no webhook-signature matches: check the secret (the part after "
+                "whsec_ is base64 and is decoded before use), that webhook-id and "
+                "webhook-timestamp arrive unchanged, and that you verify the raw body bytes",
+            )
+        _check_fresh(timestamp, now, self.tolerance, "webhook-timestamp")
+
+
+def _require_url(url: str | None) -> str:
+    if not url:
+        raise LabkitError(
+            "Twilio signs the request URL, so url= is required: pass the full "
+            "public URL Twilio requested, including the query string"
+        )
+    return url
+
+
+class TwilioSignature:
+    """Twilio: ``X-Twilio-Signature: base64(HMAC-SHA1(auth_token, url + params))``.
+
+    ``params`` is every POST parameter, sorted by name (then value), written
+    as name followed by value with no separators; they are parsed from the
+    form-encoded body. ``url`` must be the full URL Twilio requested, query
+    string included, exactly as configured in Twilio (scheme and host too, so
+    a TLS-terminating proxy must pass the public URL). JSON bodies, which
+    Twilio signs differently (``bodySHA256``), are not covered.
+    """
+
+    name = "twilio"
+    header = "X-Twilio-Signature"
+
+    def __init__(self, auth_token: str | bytes):
+        self._key = _key(auth_token, "Twilio auth token")
+
+    def _digest(self, url: str, body: bytes) -> bytes:
+        try:
+            form = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise SignatureError(
+                "malformed",
+                "the body is not UTF-8 form data (application/x-www-form-urlencoded), "
+                "which is what Twilio sends",
+            ) from None
+        params = sorted(set(parse_qsl(form, keep_blank_values=True)))
+        data = url + "".join(name + value for name, value in params)
+        return hmac.new(self._key, data.encode("utf-8"), hashlib.sha1).digest()
+
+    def sign(self, body: bytes, *, url: str | None = None, msg_id: str | None = None,
+             timestamp: int | None = None) -> dict[str, str]:
+        """Headers Twilio would send when POSTing the form ``body`` to ``url``."""
+        digest = self._digest(_require_url(url), _raw(body))
+        return {self.header: base64.b64encode(digest).decode("ascii")}
+
+    def verify(self, headers: Mapping[str, str], body: bytes, *, url: str | None = None,
+               remote_ip: str | None = None, now: float | None = None) -> None:
+        """Raise SignatureError unless the header matches ``url`` and the form body."""
+        url, body = _require_url(url), _raw(body)
+        value = _require(headers, self.header,
+                         "send the request from Twilio, or sign it with TwilioSignature.sign")
+        try:
+            candidate = base64.b64decode(value, validate=True)
+        except ValueError:
+            candidate = b""
+        if len(candidate) != hashlib.sha1().digest_size:
+            raise SignatureError(
+                "malformed",
+                f"{self.header} {value[:80]!r} is not the base64 of a 20-byte "
+                f"HMAC-SHA1: send the header exactly as Twilio produced it",
+            )
+        if not hmac.compare_digest(candidate, self._digest(url, body)):
+            raise SignatureError(
+                "mismatch",
+                f"{self.header} does not match: check the auth token, and that url "
+                f"is exactly the URL configured in Twilio (https vs http behind a "
+                f"proxy, port, query string) and the body is the form Twilio posted",
+            )
