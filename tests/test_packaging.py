@@ -14,7 +14,8 @@ def package_name(requirement: str) -> str:
 def conda_runtime_packages() -> set[str]:
     """Conda packages listed in environment.yml, without python, pip and the pip section."""
     names = set()
-    for line in (ROOT / "environment.yml").read_text().splitlines():
+    text = (ROOT / "environment.yml").read_text()
+    for line in text.split("dependencies:", 1)[1].splitlines():
         match = re.match(r"^  - ([A-Za-z0-9_.\-]+[^:]*)$", line)
         if match:
             names.add(package_name(match.group(1)))
