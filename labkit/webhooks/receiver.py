@@ -1,0 +1,416 @@
+"""The webhook receiver: the endpoint a provider POSTs its events to.
+
+A webhook turns polling around: instead of asking "anything new?", the
+client gives the provider a URL and the provider calls it when something
+happens. That URL is public, so the receiver's first job is to refuse what
+it should not trust, cheaply and in a fixed order, each refusal with the
+status that tells the provider what went wrong:
+
+====  ==========================================================  ==================
+step  what happens                                                what the sender gets
+====  ==========================================================  ==================
+0     the method must be POST                                     405
+1     the body must fit in ``max_body``: ``Content-Length`` is    413
+      read first, so a huge body is refused before it is read,
+      then the bytes that actually arrive are counted
+2     the content type must be JSON (``application/json``,        415
+      ``*+json``), a form (``application/x-www-form-urlencoded``)
+      or XML (``application/xml``, ``text/xml``, ``*+xml``)
+3     every verifier must pass, in order: signature schemes       the verifier's
+      (:mod:`labkit.webhooks.signatures`) and guards              status (401, 403)
+      (:mod:`labkit.webhooks.guards`), all on the RAW body bytes
+4     the body must parse                                         400
+5     the optional ``faults`` hook may answer instead             its status
+6     the :class:`Delivery` is recorded (with its latency if it   --
+      carries an event of ``feed``)
+7     the optional ``process`` callable runs                      500 if it raises
+8     done                                                        200, empty body
+====  ==========================================================  ==================
+
+A 500 from ``process`` makes the provider retry, so the same delivery id can
+arrive twice: the first attempt was recorded at step 6 (real receivers
+deduplicate by id). Providers look at the status only, so success has an
+empty body. Every refusal is recorded as a :class:`Rejection` and its reason
+attached to the response's record in the trace; the server keeps serving.
+
+Where providers put the delivery id and the event type, the first found wins:
+
+==================  ========================================  ==================================
+provider            delivery id                               event type
+==================  ========================================  ==================================
+GitHub              ``X-GitHub-Delivery`` header              ``X-GitHub-Event`` header
+Standard Webhooks   ``webhook-id`` header                     ``type`` in the body
+Stripe              ``id`` in the body                        ``type`` in the body
+Twilio              ``MessageSid`` form field                 ``MessageStatus`` form field
+==================  ========================================  ==================================
+
+``process`` and ``faults`` may be plain functions or coroutine functions.
+They run on the lab loop, inside the request, so their time is the time the
+provider waits: a slow plain function (``time.sleep``) stalls every server
+of the lab; a coroutine that awaits (``asyncio.sleep``) does not.
+
+XML is parsed with :mod:`xml.etree.ElementTree`, which refuses external
+entities; with untrusted senders in production, prefer ``defusedxml``.
+
+Example::
+
+    from labkit.feed import Feed
+    from labkit.webhooks.providers import GitHubProvider
+    from labkit.webhooks.signatures import GitHubSignature
+
+    receiver = WebhookReceiver([GitHubSignature("s3cret")])
+    with serve_receiver(receiver) as server:
+        GitHubProvider("s3cret").send(server.webhook_url, Feed().make())
+        print(receiver.wait_for(1)[0].event_type)      # push
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import threading
+import time
+import xml.etree.ElementTree as ElementTree
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+from urllib.parse import parse_qsl
+
+import tornado.web
+
+from labkit import lab
+from labkit.errors import LabkitError, LabLoopError, RejectedError
+from labkit.trace import Trace
+from labkit.webhooks.providers import delivery_ids
+from labkit.wire import annotate
+
+__all__ = ["Delivery", "Rejection", "WebhookReceiver", "serve_receiver"]
+
+ID_HEADERS = ("X-GitHub-Delivery", "webhook-id")
+ID_FIELDS = ("id", "MessageSid")
+TYPE_HEADERS = ("X-GitHub-Event",)
+TYPE_FIELDS = ("type", "MessageStatus")
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One accepted webhook. Header names are lower-case, as HTTP/2 sends them."""
+
+    id: str | None
+    event_type: str | None
+    content_type: str
+    headers: dict[str, str] = field(repr=False)
+    body: bytes = field(repr=False)
+    """The raw bytes, exactly as received and verified."""
+    payload: Any = field(repr=False)
+    """Parsed body: a dict for JSON objects, dict[str, str] for forms, an Element for XML."""
+    received: float
+    remote_ip: str
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """One refused request: the status answered and why."""
+
+    status: int
+    reason: str
+    message: str
+    received: float
+    remote_ip: str
+    headers: dict[str, str] = field(repr=False)
+
+
+class WebhookReceiver:
+    """Accepts, verifies and records webhooks; see the module docstring for the checks.
+
+    ``verifiers``: objects with ``verify(headers, body, *, url, remote_ip)``.
+    ``max_body``: largest accepted body in bytes (413 above).
+    ``process``: called with each accepted :class:`Delivery`; raising means 500.
+    ``faults``: for failure experiments, called with each verified delivery
+    before it is recorded; returning ``(status, headers)`` answers that
+    instead (e.g. ``(429, {"Retry-After": "2"})``), returning None goes on.
+    ``feed``: a :class:`labkit.feed.Feed`; a delivery whose id belongs to one
+    of its events is recorded in ``trace`` as that event delivered, with its
+    latency. ``serve_receiver`` sets ``trace`` to the server's trace.
+    """
+
+    def __init__(self, verifiers: Iterable = (), *, max_body: int = 1024 * 1024,
+                 process: Callable[[Delivery], Any] | None = None,
+                 faults: Callable[[Delivery], Any] | None = None,
+                 feed=None, trace: Trace | None = None, technique: str = "webhook",
+                 path: str = "/webhook"):
+        self.verifiers = list(verifiers)
+        self.max_body = max_body
+        self.process = process
+        self.faults = faults
+        self.feed = feed
+        self.trace = trace
+        self.technique = technique
+        self.path = path
+        self._changed = threading.Condition()
+        self._deliveries: list[Delivery] = []
+        self._rejections: list[Rejection] = []
+        self._events: dict[str, Any] = {}
+        self._indexed = 0
+
+    @property
+    def deliveries(self) -> list[Delivery]:
+        """A snapshot of every accepted delivery, oldest first."""
+        with self._changed:
+            return list(self._deliveries)
+
+    @property
+    def rejections(self) -> list[Rejection]:
+        """A snapshot of every refused request, oldest first."""
+        with self._changed:
+            return list(self._rejections)
+
+    def rules(self) -> list:
+        """Tornado URL rules mounting this receiver at ``path``."""
+        if self.feed is not None and self.trace is None:
+            raise LabkitError(
+                "a receiver with a feed needs trace= to record latencies in: pass the "
+                "server's trace, or use serve_receiver(), which does it for you"
+            )
+        return [(self.path, _WebhookHandler, {"receiver": self})]
+
+    def wait_for(self, count: int, timeout: float = 5.0) -> list[Delivery]:
+        """Block until ``count`` deliveries have arrived; return them all.
+
+        Raises TimeoutError after ``timeout`` seconds, saying what did arrive.
+        Call it from a notebook cell or a script, not from the lab loop.
+        """
+        if lab.in_lab_thread():
+            raise LabLoopError("wait_for() would block the lab loop that receives the "
+                               "deliveries: call it from a cell or a script")
+        with self._changed:
+            if self._changed.wait_for(lambda: len(self._deliveries) >= count, timeout):
+                return list(self._deliveries)
+            got, rejected = len(self._deliveries), list(self._rejections)
+        last = f" (last: {rejected[-1].status} {rejected[-1].reason})" if rejected else ""
+        raise TimeoutError(
+            f"only {got} of {count} deliveries reached {self.path} within {timeout} s, "
+            f"and {len(rejected)} requests were rejected{last}: check the sender's URL, "
+            f"secret and clock, and receiver.rejections for the reasons"
+        )
+
+    # -- steps of a request, called by the handler ----------------------------
+
+    def _check_request(self, method: str, declared_length: str | None) -> None:
+        """Steps 0 and 1, before the body is read: method and declared size."""
+        if method != "POST":
+            raise RejectedError("method", f"webhooks are POSTed, not sent with {method}",
+                                status=405)
+        if declared_length and declared_length.isdigit():
+            self._check_size(int(declared_length))
+
+    def _check_size(self, size: int) -> None:
+        """Step 1: refuse a body larger than ``max_body``."""
+        if size > self.max_body:
+            raise RejectedError(
+                "too_large", f"body of {size} bytes exceeds the {self.max_body}-byte limit",
+                status=413)
+
+    def _verify(self, request, body: bytes) -> Delivery:
+        """Steps 2 to 4: content type, verifiers, parsing; return the delivery."""
+        content_type = request.headers.get("Content-Type", "")
+        parse = _parser(content_type)
+        for verifier in self.verifiers:
+            verifier.verify(request.headers, body, url=request.full_url(),
+                            remote_ip=request.remote_ip)
+        payload = parse(body)
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        return Delivery(
+            id=_first(headers, payload, ID_HEADERS, ID_FIELDS),
+            event_type=_first(headers, payload, TYPE_HEADERS, TYPE_FIELDS),
+            content_type=content_type, headers=headers, body=body, payload=payload,
+            received=time.monotonic(), remote_ip=request.remote_ip)
+
+    def _reject(self, status: int, reason: str, message: str, request) -> None:
+        """Record a refused request."""
+        rejection = Rejection(status=status, reason=reason, message=message,
+                              received=time.monotonic(), remote_ip=request.remote_ip,
+                              headers={k.lower(): v for k, v in request.headers.items()})
+        with self._changed:
+            self._rejections.append(rejection)
+            self._changed.notify_all()
+
+    def _record(self, delivery: Delivery, client: str) -> None:
+        """Step 6: keep the delivery and, if it carries a feed event, its latency."""
+        with self._changed:
+            self._deliveries.append(delivery)
+            self._changed.notify_all()
+        event = self._feed_event(delivery.id)
+        if event is not None:
+            self.trace.delivered(event, technique=self.technique, client=client,
+                                 bytes=len(delivery.body))
+
+    def _feed_event(self, delivery_id: str | None):
+        """The feed event a delivery id was derived from, or None."""
+        if self.feed is None or delivery_id is None:
+            return None
+        with self._changed:
+            for event in self.feed.events[self._indexed:]:
+                self._events.update(dict.fromkeys(delivery_ids(event), event))
+                self._indexed += 1
+            return self._events.get(delivery_id)
+
+    def __repr__(self) -> str:
+        return (f"<WebhookReceiver {self.path} {len(self.deliveries)} delivered, "
+                f"{len(self.rejections)} rejected>")
+
+
+async def _call(function: Callable, argument: Any) -> Any:
+    """Call a plain or coroutine function and return its result."""
+    result = function(argument)
+    return await result if inspect.isawaitable(result) else result
+
+
+def _first(headers: dict[str, str], payload: Any, names: tuple, fields: tuple) -> str | None:
+    """The first of ``names`` found in the headers, else of ``fields`` in the payload."""
+    for name in names:
+        if headers.get(name.lower()):
+            return headers[name.lower()]
+    for name in fields:
+        value = _field(payload, name)
+        if value is not None:
+            return value
+    return None
+
+
+def _field(payload: Any, name: str) -> str | None:
+    """A top-level string (or integer) field of a parsed body, or None."""
+    if isinstance(payload, dict):
+        value = payload.get(name)
+        ok = isinstance(value, (str, int)) and not isinstance(value, bool)
+        return str(value) if ok else None
+    if isinstance(payload, ElementTree.Element):
+        return payload.findtext(name) or payload.get(name)
+    return None
+
+
+def _parse_json(body: bytes) -> Any:
+    return json.loads(body)
+
+
+def _parse_form(body: bytes) -> dict[str, str]:
+    return dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=True))
+
+
+def _parse_xml(body: bytes) -> ElementTree.Element:
+    return ElementTree.fromstring(body)
+
+
+def _parser(content_type: str) -> Callable[[bytes], Any]:
+    """Step 2: the parser for a content type, or RejectedError 415."""
+    media = content_type.partition(";")[0].strip().lower()
+    if media == "application/json" or media.endswith("+json"):
+        return _checked(_parse_json, "JSON")
+    if media == "application/x-www-form-urlencoded":
+        return _checked(_parse_form, "form data")
+    if media in ("application/xml", "text/xml") or media.endswith("+xml"):
+        return _checked(_parse_xml, "XML")
+    raise RejectedError(
+        "unsupported_type",
+        f"content type {content_type[:80]!r} is not JSON, form data or XML",
+        status=415)
+
+
+def _checked(parse: Callable[[bytes], Any], what: str) -> Callable[[bytes], Any]:
+    """``parse``, turning a parse failure into RejectedError 400 (step 4)."""
+    def parse_or_reject(body: bytes) -> Any:
+        try:
+            return parse(body)
+        except (ValueError, ElementTree.ParseError) as exc:
+            raise RejectedError("malformed", f"the body is not valid {what}: {exc}",
+                                status=400) from None
+    return parse_or_reject
+
+
+@tornado.web.stream_request_body
+class _WebhookHandler(tornado.web.RequestHandler):
+    """Runs the receiver's steps for one request and answers with a status."""
+
+    def initialize(self, receiver: WebhookReceiver) -> None:
+        self.receiver = receiver
+        self.body = bytearray()
+        self.received = 0
+
+    def prepare(self) -> None:
+        try:
+            self.receiver._check_request(self.request.method,
+                                         self.request.headers.get("Content-Length"))
+        except RejectedError as exc:
+            self.refuse(exc, {"Allow": "POST"} if exc.status == 405 else None)
+
+    def data_received(self, chunk: bytes) -> None:
+        self.received += len(chunk)
+        if self.received <= self.receiver.max_body:  # past the limit, count but do not keep
+            self.body.extend(chunk)
+
+    async def post(self) -> None:
+        receiver = self.receiver
+        try:
+            receiver._check_size(self.received)
+            delivery = receiver._verify(self.request, bytes(self.body))
+        except RejectedError as exc:
+            return self.refuse(exc)
+        fault = None if receiver.faults is None else await _call(receiver.faults, delivery)
+        if fault is not None:
+            status, headers = fault
+            self.note(status, "fault", "answered by the faults hook")
+            return self.answer(status, headers)
+        receiver._record(delivery, self.client())
+        if receiver.process is not None:
+            try:
+                await _call(receiver.process, delivery)
+            except Exception as exc:  # any bug in process: the provider sees a 500
+                return self.refuse(RejectedError("process_failed", f"process raised {exc!r}",
+                                                 status=500))
+        annotate(self, events=1)
+        self.answer(200)
+
+    def client(self) -> str:
+        """The name the wire trace gave this connection's client."""
+        return getattr(self.request.connection, "client", None) or self.request.remote_ip
+
+    def note(self, status: int, reason: str, message: str) -> None:
+        """Record a refusal in the receiver and on the response's trace record."""
+        self.receiver._reject(status, reason, message, self.request)
+        annotate(self, events=0, detail=f"{reason}: {message}")
+
+    def refuse(self, exc: RejectedError, headers: dict | None = None) -> None:
+        """Note the refusal and answer its status, with the reason word for humans."""
+        self.note(exc.status, exc.reason, str(exc))
+        self.answer(exc.status, headers, exc.reason + "\n")
+
+    def answer(self, status: int, headers: dict | None = None, text: str = "") -> None:
+        self.set_status(status)
+        for name, value in (headers or {}).items():
+            self.set_header(name, value)
+        if text:
+            self.set_header("Content-Type", "text/plain; charset=utf-8")
+        else:
+            self.clear_header("Content-Type")  # tornado's default, wrong for no body
+        self.finish(text)
+
+
+def serve_receiver(receiver: WebhookReceiver | None = None, *, trace: Trace | None = None,
+                   port: int = 0, **receiver_kwargs) -> lab.Server:
+    """Serve ``receiver`` (or a new one made from ``receiver_kwargs``) on the lab loop.
+
+    Returns the :class:`~labkit.lab.Server`, with ``server.receiver`` and
+    ``server.webhook_url`` (the URL to give the provider). The receiver
+    records feed latencies in the server's trace.
+    """
+    if receiver is None:
+        receiver = WebhookReceiver(**receiver_kwargs)
+    elif receiver_kwargs:
+        raise LabkitError("pass either a receiver or keyword arguments to make one, not both")
+    if trace is None:  # not `trace or ...`: an empty Trace has len 0, so it is falsy
+        trace = receiver.trace if receiver.trace is not None else Trace()
+    receiver.trace = trace
+    server = lab.serve(receiver.rules(), trace=receiver.trace, port=port,
+                       technique=receiver.technique)
+    server.receiver = receiver
+    server.webhook_url = server.url + receiver.path
+    return server
