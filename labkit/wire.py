@@ -31,7 +31,7 @@ from tornado import httputil
 
 from labkit.trace import Trace
 
-__all__ = ["TracingDelegate", "annotate", "CLIENT_HEADER"]
+__all__ = ["TracingDelegate", "annotate", "client_of", "CLIENT_HEADER"]
 
 CLIENT_HEADER = "X-Labkit-Client"
 """Request header a simulated client may set to name itself in the trace."""
@@ -50,6 +50,18 @@ def annotate(handler, *, events: int | None = None, detail: str | None = None) -
             connection.events = events
         if detail is not None:
             connection.detail = detail
+
+
+def client_of(handler) -> str:
+    """The name the trace gives the client of ``handler``'s request.
+
+    The ``X-Labkit-Client`` header if the client sent one, else ``ip:port``;
+    the bare remote IP for handlers not served through a lab server.
+    """
+    connection = getattr(handler.request, "connection", None)
+    if isinstance(connection, _CountingConnection) and connection.client:
+        return connection.client
+    return handler.request.remote_ip
 
 
 def _header_bytes(headers: httputil.HTTPHeaders) -> int:

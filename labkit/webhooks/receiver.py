@@ -81,7 +81,7 @@ from labkit import lab
 from labkit.errors import LabkitError, LabLoopError, RejectedError
 from labkit.trace import Trace
 from labkit.webhooks.providers import delivery_ids
-from labkit.wire import annotate
+from labkit.wire import annotate, client_of
 
 __all__ = ["Delivery", "Rejection", "WebhookReceiver", "serve_receiver"]
 
@@ -359,7 +359,7 @@ class _WebhookHandler(tornado.web.RequestHandler):
             status, headers = fault
             self.note(status, "fault", "answered by the faults hook")
             return self.answer(status, headers)
-        receiver._record(delivery, self.client())
+        receiver._record(delivery, client_of(self))
         if receiver.process is not None:
             try:
                 await _call(receiver.process, delivery)
@@ -368,10 +368,6 @@ class _WebhookHandler(tornado.web.RequestHandler):
                                                  status=500))
         annotate(self, events=1)
         self.answer(200)
-
-    def client(self) -> str:
-        """The name the wire trace gave this connection's client."""
-        return getattr(self.request.connection, "client", None) or self.request.remote_ip
 
     def note(self, status: int, reason: str, message: str) -> None:
         """Record a refusal in the receiver and on the response's trace record."""

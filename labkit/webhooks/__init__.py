@@ -1,0 +1,27 @@
+"""Webhooks: a provider calls the receiver's URL when something happens.
+
+The pieces, each in its own module: ``signatures`` and ``guards`` (how a
+receiver tells a real delivery from a forged one), ``receiver`` (the endpoint),
+``providers`` (what GitHub, Twilio, a payment gateway and a Standard Webhooks
+sender put on the wire), ``backoff`` (retry schedules), ``sender`` (delivery
+with retries and dead letters), ``faults`` (receivers that misbehave) and
+``processing`` (idempotency, background work, ordering).
+"""
+
+from labkit.webhooks.backoff import (NO_RETRY, SVIX, DecorrelatedJitter, EqualJitter,
+                                     Exponential, FixedSchedule, FullJitter, parse_retry_after)
+from labkit.webhooks.guards import ApiKeyGuard, BearerTokenGuard, IpAllowlist
+from labkit.webhooks.providers import (GitHubProvider, OutgoingWebhook, PaymentProvider, Provider,
+                                       StandardWebhooksProvider, TwilioProvider)
+from labkit.webhooks.receiver import Delivery, Rejection, WebhookReceiver, serve_receiver
+from labkit.webhooks.signatures import (GitHubSignature, StandardWebhooksSignature,
+                                        StripeSignature, TwilioSignature, generate_secret)
+
+__all__ = [
+    "ApiKeyGuard", "BearerTokenGuard", "DecorrelatedJitter", "Delivery", "EqualJitter",
+    "Exponential", "FixedSchedule", "FullJitter", "GitHubProvider", "GitHubSignature",
+    "IpAllowlist", "NO_RETRY", "OutgoingWebhook", "PaymentProvider", "Provider", "Rejection",
+    "SVIX", "StandardWebhooksProvider", "StandardWebhooksSignature", "StripeSignature",
+    "TwilioProvider", "TwilioSignature", "WebhookReceiver", "generate_secret",
+    "parse_retry_after", "serve_receiver",
+]
