@@ -235,14 +235,19 @@ class WebhookReceiver:
             self._changed.notify_all()
 
     def _record(self, delivery: Delivery, client: str) -> None:
-        """Step 6: keep the delivery and, if it carries a feed event, its latency."""
+        """Step 6: keep the delivery and, if it carries a feed event, its latency.
+
+        The one who learns of the event is the receiver itself, so the event
+        record has no client (plots draw it on the server's lane); the sender
+        is named in its detail.
+        """
         with self._changed:
             self._deliveries.append(delivery)
             self._changed.notify_all()
         event = self._feed_event(delivery.id)
         if event is not None:
-            self.trace.delivered(event, technique=self.technique, client=client,
-                                 bytes=len(delivery.body))
+            self.trace.delivered(event, technique=self.technique,
+                                 bytes=len(delivery.body), detail=f"from {client}")
 
     def _feed_event(self, delivery_id: str | None):
         """The feed event a delivery id was derived from, or None."""
