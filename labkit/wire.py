@@ -135,6 +135,16 @@ class _CountingConnection:
         elif "Content-Length" in headers:
             self.remaining = int(headers["Content-Length"])
 
+    def set_close_callback(self, callback):
+        """Notice a connection closed under an unfinished response (a stream, a held poll)."""
+        if callback is None:
+            return self._conn.set_close_callback(None)
+
+        def closed():
+            self.record(closed_early=True)
+            callback()
+        return self._conn.set_close_callback(closed)
+
     def write_headers(self, start_line, headers, chunk=None):
         self._frame(start_line, headers)
         self.status = start_line.code

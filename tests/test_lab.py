@@ -234,3 +234,74 @@ def test_running_servers_lists_what_is_not_stopped():
     assert server in lab.running_servers()
     server.stop()
     assert server not in lab.running_servers()
+
+
+class Stream(tornado.web.RequestHandler):
+    """Writes a chunk every 20 ms until the client or the server goes away (like SSE)."""
+
+    async def get(self):
+        from tornado.iostream import StreamClosedError
+        for n in range(500):
+            self.write(f"data: {n}\n\n")
+            try:
+                await self.flush()
+            except StreamClosedError:
+                return
+            await asyncio.sleep(0.02)
+
+
+class Chunks(tornado.web.RequestHandler):
+    async def get(self):
+        for part in (b"first", b"second part", b"3"):
+            self.write(part)
+            await self.flush()
+
+
+def raw_exchange(port: int, request: bytes) -> bytes:
+    """Send ``request`` on a raw socket and read until the server closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(request)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+@pytest.mark.parametrize("path", ["/", "/chunks"])
+def test_traced_bytes_equal_the_bytes_a_raw_socket_sees(path):
+    request = (f"GET {path} HTTP/1.1\r\nHost: lab\r\nConnection: close\r\n"
+               "X-Labkit-Client: raw\r\n\r\n").encode()
+    with lab.serve([("/", Hello), ("/chunks", Chunks)]) as server:
+        answer = raw_exchange(server.port, request)
+        records = server.trace.records()
+    request_record, response_record = records
+    assert request_record.bytes == len(request)
+    assert response_record.bytes == len(answer)
+    if path == "/chunks":
+        assert b"Transfer-Encoding: chunked" in answer
+
+
+def test_stop_ends_open_streams():
+    server = lab.serve([("/stream", Stream)])
+    got = []
+
+    def client():
+        try:
+            with requests.get(server.url + "/stream", stream=True, timeout=10) as response:
+                for line in response.iter_lines():
+                    if line:
+                        got.append(line)
+        except requests.RequestException:
+            pass
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while len(got) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    server.stop()
+    thread.join(5)
+    assert not thread.is_alive(), "the stream should end when the server stops"
+    assert 3 <= len(got) < 500
+    kinds = [r.kind for r in server.trace.records()]
+    assert kinds[0] == "request" and kinds[-1] in ("disconnect", "response")
