@@ -42,6 +42,7 @@ import asyncio
 import atexit
 import concurrent.futures
 import errno
+import inspect
 import logging
 import socket
 import threading
@@ -55,8 +56,8 @@ from labkit.errors import LabLoopError, PortInUseError, ServerStoppedError
 from labkit.trace import Trace
 from labkit.wire import TracingDelegate
 
-__all__ = ["Server", "serve", "run", "submit", "shutdown", "is_running", "in_lab_thread",
-           "running_servers"]
+__all__ = ["Server", "serve", "run", "submit", "invoke", "shutdown", "is_running",
+           "in_lab_thread", "running_servers"]
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,15 @@ def in_lab_thread() -> bool:
     return _LAB.in_thread()
 
 
+async def invoke(function: Callable, *args: Any) -> Any:
+    """Call a plain or coroutine function and return its result, awaited if need be.
+
+    Lets a student hand the kit either kind of callback (``def`` or ``async def``).
+    """
+    result = function(*args)
+    return await result if inspect.isawaitable(result) else result
+
+
 def submit(work: Awaitable | Callable[[], Any]) -> concurrent.futures.Future:
     """Start ``work`` on the lab loop and return a future at once.
 
@@ -161,10 +171,7 @@ def submit(work: Awaitable | Callable[[], Any]) -> concurrent.futures.Future:
     if asyncio.iscoroutine(work):
         return asyncio.run_coroutine_threadsafe(work, loop)
     if callable(work):
-        async def call() -> Any:
-            result = work()
-            return await result if asyncio.iscoroutine(result) else result
-        return asyncio.run_coroutine_threadsafe(call(), loop)
+        return asyncio.run_coroutine_threadsafe(invoke(work), loop)
     raise TypeError(f"submit() needs a coroutine or a callable, not {type(work).__name__}")
 
 

@@ -66,7 +66,6 @@ Example::
 
 from __future__ import annotations
 
-import inspect
 import json
 import threading
 import time
@@ -264,12 +263,6 @@ class WebhookReceiver:
                 f"{len(self.rejections)} rejected>")
 
 
-async def _call(function: Callable, argument: Any) -> Any:
-    """Call a plain or coroutine function and return its result."""
-    result = function(argument)
-    return await result if inspect.isawaitable(result) else result
-
-
 def _first(headers: dict[str, str], payload: Any, names: tuple, fields: tuple) -> str | None:
     """The first of ``names`` found in the headers, else of ``fields`` in the payload."""
     for name in names:
@@ -359,7 +352,7 @@ class _WebhookHandler(tornado.web.RequestHandler):
             delivery = receiver._verify(self.request, bytes(self.body))
         except RejectedError as exc:
             return self.refuse(exc)
-        fault = None if receiver.faults is None else await _call(receiver.faults, delivery)
+        fault = None if receiver.faults is None else await lab.invoke(receiver.faults, delivery)
         if fault is not None:
             status, headers = fault
             self.note(status, "fault", "answered by the faults hook")
@@ -367,7 +360,7 @@ class _WebhookHandler(tornado.web.RequestHandler):
         receiver._record(delivery, client_of(self))
         if receiver.process is not None:
             try:
-                await _call(receiver.process, delivery)
+                await lab.invoke(receiver.process, delivery)
             except Exception as exc:  # any bug in process: the provider sees a 500
                 return self.refuse(RejectedError("process_failed", f"process raised {exc!r}",
                                                  status=500))
