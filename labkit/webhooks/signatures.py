@@ -104,6 +104,17 @@ def _timestamp(value: str, header: str) -> int:
     return int(value)
 
 
+def _b64_digest(encoded: str, size: int, complaint: str) -> bytes:
+    """Decode a base64 signature of ``size`` bytes, or raise ``malformed`` with ``complaint``."""
+    try:
+        digest = base64.b64decode(encoded, validate=True)
+    except ValueError:
+        digest = b""
+    if len(digest) != size:
+        raise SignatureError("malformed", complaint)
+    return digest
+
+
 def _check_fresh(timestamp: int, now: float | None, tolerance: int, header: str) -> None:
     now = time.time() if now is None else now
     if now - timestamp > tolerance:
@@ -323,17 +334,10 @@ class StandardWebhooksSignature:
                     f"entries look like 'v1,<base64>' separated by spaces",
                 )
             if version == "v1":
-                try:
-                    candidate = base64.b64decode(encoded, validate=True)
-                except ValueError:
-                    candidate = b""
-                if len(candidate) != hashlib.sha256().digest_size:
-                    raise SignatureError(
-                        "malformed",
-                        f"webhook-signature entry {entry[:80]!r} is not v1 followed "
-                        f"by the base64 of a 32-byte HMAC-SHA256",
-                    )
-                candidates.append(candidate)
+                candidates.append(_b64_digest(
+                    encoded, hashlib.sha256().digest_size,
+                    f"webhook-signature entry {entry[:80]!r} is not v1 followed "
+                    f"by the base64 of a 32-byte HMAC-SHA256"))
         if not candidates:
             raise SignatureError(
                 "malformed",
@@ -402,16 +406,9 @@ class TwilioSignature:
         url, body = _require_url(url), _raw(body)
         value = _require(headers, self.header,
                          "send the request from Twilio, or sign it with TwilioSignature.sign")
-        try:
-            candidate = base64.b64decode(value, validate=True)
-        except ValueError:
-            candidate = b""
-        if len(candidate) != hashlib.sha1().digest_size:
-            raise SignatureError(
-                "malformed",
-                f"{self.header} {value[:80]!r} is not the base64 of a 20-byte "
-                f"HMAC-SHA1: send the header exactly as Twilio produced it",
-            )
+        candidate = _b64_digest(value, hashlib.sha1().digest_size,
+                                f"{self.header} {value[:80]!r} is not the base64 of a 20-byte "
+                                f"HMAC-SHA1: send the header exactly as Twilio produced it")
         if not hmac.compare_digest(candidate, self._digest(url, body)):
             raise SignatureError(
                 "mismatch",
