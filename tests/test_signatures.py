@@ -398,3 +398,33 @@ def test_every_scheme_compares_with_hmac_compare_digest(scheme, monkeypatch):
 
 def test_scheme_names():
     assert [s.name for s in SCHEMES] == ["github", "stripe", "standard-webhooks", "twilio"]
+
+
+@pytest.mark.parametrize("make", [
+    lambda secrets: GitHubSignature(secrets),
+    lambda secrets: StripeSignature(secrets),
+    lambda secrets: TwilioSignature(secrets),
+])
+def test_rotation_receiver_accepts_old_and_new_secret_and_refuses_others(make):
+    url = "https://example.test/hook"
+    body = b"a=1&b=2"
+    old_only, new_only = make("old-secret"), make("new-secret")
+    rotating = make(["new-secret", "old-secret"])
+    for sender in (old_only, new_only, rotating):
+        rotating.verify(sender.sign(body, url=url), body, url=url)
+    with pytest.raises(SignatureError) as caught:
+        rotating.verify(make("stolen").sign(body, url=url), body, url=url)
+    assert caught.value.reason == "mismatch"
+    assert rotating.sign(body, url=url, timestamp=1) != old_only.sign(body, url=url, timestamp=1)
+
+
+def test_stripe_signs_with_every_secret_during_a_rotation():
+    header = StripeSignature(["new", "old"]).sign(b"{}", timestamp=1700000000)["Stripe-Signature"]
+    assert header.count("v1=") == 2
+    StripeSignature("old").verify({"Stripe-Signature": header}, b"{}", now=1700000000)
+    StripeSignature("new").verify({"Stripe-Signature": header}, b"{}", now=1700000000)
+
+
+def test_an_empty_list_of_secrets_is_refused_clearly():
+    with pytest.raises(LabkitError, match="at least one"):
+        GitHubSignature([])

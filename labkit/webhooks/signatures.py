@@ -87,6 +87,20 @@ def _key(secret: str | bytes, what: str) -> bytes:
     return key
 
 
+def _keys(secrets, what: str, to_key=None) -> list[bytes]:
+    """One secret or several (during a rotation) as HMAC keys, newest first.
+
+    Every scheme verifies against all of them and signs with the first (or,
+    where the header can carry several signatures, with each).
+    """
+    if isinstance(secrets, (str, bytes, bytearray)):
+        secrets = [secrets]
+    keys = [to_key(s) if to_key else _key(s, what) for s in secrets]
+    if not keys:
+        raise LabkitError(f"no {what} given: pass at least one")
+    return keys
+
+
 def _require(headers: Mapping[str, str], name: str, hint: str) -> str:
     value = get_header(headers, name)
     if value is None:
@@ -115,6 +129,11 @@ def _b64_digest(encoded: str, size: int, complaint: str) -> bytes:
     return digest
 
 
+def _matches_any(candidates: list[bytes], expected: list[bytes]) -> bool:
+    """True if any received signature equals any expected one, compared in constant time."""
+    return any(hmac.compare_digest(c, e) for c in candidates for e in expected)
+
+
 def _check_fresh(timestamp: int, now: float | None, tolerance: int, header: str) -> None:
     now = time.time() if now is None else now
     if now - timestamp > tolerance:
@@ -136,21 +155,26 @@ def _check_fresh(timestamp: int, now: float | None, tolerance: int, header: str)
 
 
 class GitHubSignature:
-    """GitHub: ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256(secret, body)>``."""
+    """GitHub: ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256(secret, body)>``.
+
+    GitHub holds one secret per hook, so a rotation happens on the receiving
+    side: pass ``[new, old]`` while the change propagates; ``verify`` accepts
+    either, ``sign`` uses the first.
+    """
 
     name = "github"
     header = "X-Hub-Signature-256"
 
-    def __init__(self, secret: str | bytes):
-        self._key = _key(secret, "GitHub webhook secret")
+    def __init__(self, secrets: str | bytes | Iterable[str | bytes]):
+        self._keys = _keys(secrets, "GitHub webhook secret")
 
-    def _digest(self, body: bytes) -> bytes:
-        return hmac.new(self._key, body, hashlib.sha256).digest()
+    def _digests(self, body: bytes) -> list[bytes]:
+        return [hmac.new(key, body, hashlib.sha256).digest() for key in self._keys]
 
     def sign(self, body: bytes, *, url: str | None = None, msg_id: str | None = None,
              timestamp: int | None = None) -> dict[str, str]:
         """Headers GitHub would send for ``body`` (GitHub signs no timestamp)."""
-        return {self.header: "sha256=" + self._digest(_raw(body)).hex()}
+        return {self.header: "sha256=" + self._digests(_raw(body))[0].hex()}
 
     def verify(self, headers: Mapping[str, str], body: bytes, *, url: str | None = None,
                remote_ip: str | None = None, now: float | None = None) -> None:
@@ -168,7 +192,7 @@ class GitHubSignature:
                 f"{self.header} must be 'sha256=' followed by 64 hex digits, got "
                 f"{value[:80]!r}: send the header exactly as GitHub produced it",
             )
-        if not hmac.compare_digest(bytes.fromhex(hexdigest), self._digest(body)):
+        if not _matches_any([bytes.fromhex(hexdigest)], self._digests(body)):
             raise SignatureError(
                 "mismatch",
                 f"{self.header} does not match the body: check that both sides use "
@@ -182,25 +206,27 @@ class StripeSignature:
 
     The whole secret string, ``whsec_`` prefix included, is the HMAC key.
     Several ``v1`` entries may appear (during secret rotation); one match is
-    enough. Other schemes such as ``v0`` are ignored.
+    enough. Other schemes such as ``v0`` are ignored. ``secrets`` is one secret
+    or several: ``sign`` adds a ``v1`` per secret, ``verify`` accepts any.
     """
 
     name = "stripe"
     header = "Stripe-Signature"
 
-    def __init__(self, secret: str | bytes, tolerance: int = 300):
-        self._key = _key(secret, "Stripe signing secret")
+    def __init__(self, secrets: str | bytes | Iterable[str | bytes], tolerance: int = 300):
+        self._keys = _keys(secrets, "Stripe signing secret")
         self.tolerance = tolerance
 
-    def _digest(self, timestamp: int | str, body: bytes) -> bytes:
-        return hmac.new(self._key, f"{timestamp}.".encode() + body, hashlib.sha256).digest()
+    def _digests(self, timestamp: int | str, body: bytes) -> list[bytes]:
+        content = f"{timestamp}.".encode() + body
+        return [hmac.new(key, content, hashlib.sha256).digest() for key in self._keys]
 
     def sign(self, body: bytes, *, url: str | None = None, msg_id: str | None = None,
              timestamp: int | None = None) -> dict[str, str]:
         """Headers Stripe would send for ``body`` at ``timestamp`` (default now)."""
         timestamp = int(time.time()) if timestamp is None else timestamp
-        signature = self._digest(timestamp, _raw(body)).hex()
-        return {self.header: f"t={timestamp},v1={signature}"}
+        signatures = ",".join(f"v1={d.hex()}" for d in self._digests(timestamp, _raw(body)))
+        return {self.header: f"t={timestamp},{signatures}"}
 
     def verify(self, headers: Mapping[str, str], body: bytes, *, url: str | None = None,
                remote_ip: str | None = None, now: float | None = None) -> None:
@@ -234,8 +260,8 @@ class StripeSignature:
                 f"{self.header} needs v1=<64 hex digits> entries: v0 and other "
                 f"schemes are not verified here",
             )
-        expected = self._digest(timestamps[0], body)
-        if not any(hmac.compare_digest(bytes.fromhex(c), expected) for c in candidates):
+        expected = self._digests(timestamps[0], body)
+        if not _matches_any([bytes.fromhex(c) for c in candidates], expected):
             raise SignatureError(
                 "mismatch",
                 f"no v1 signature in {self.header} matches the body: check the "
@@ -284,11 +310,7 @@ class StandardWebhooksSignature:
     name = "standard-webhooks"
 
     def __init__(self, secrets: str | bytes | Iterable[str | bytes], tolerance: int = 300):
-        if isinstance(secrets, (str, bytes, bytearray)):
-            secrets = [secrets]
-        self._keys = [_whsec_key(s) for s in secrets]
-        if not self._keys:
-            raise LabkitError("no Standard Webhooks secret given: pass at least one")
+        self._keys = _keys(secrets, "Standard Webhooks secret", _whsec_key)
         self.tolerance = tolerance
 
     def _digests(self, msg_id: str, timestamp: int | str, body: bytes) -> list[bytes]:
@@ -345,7 +367,7 @@ class StandardWebhooksSignature:
                 "are verified here",
             )
         expected = self._digests(msg_id, stamp, body)
-        if not any(hmac.compare_digest(c, e) for c in candidates for e in expected):
+        if not _matches_any(candidates, expected):
             raise SignatureError(
                 "mismatch",
                 "no webhook-signature matches: check the secret (the part after "
@@ -377,11 +399,13 @@ class TwilioSignature:
 
     name = "twilio"
     header = "X-Twilio-Signature"
+    # Twilio accounts have a primary and a secondary auth token: pass both
+    # while promoting the secondary; ``verify`` accepts either, ``sign`` uses the first.
 
-    def __init__(self, auth_token: str | bytes):
-        self._key = _key(auth_token, "Twilio auth token")
+    def __init__(self, auth_tokens: str | bytes | Iterable[str | bytes]):
+        self._keys = _keys(auth_tokens, "Twilio auth token")
 
-    def _digest(self, url: str, body: bytes) -> bytes:
+    def _digests(self, url: str, body: bytes) -> list[bytes]:
         try:
             form = body.decode("utf-8")
         except UnicodeDecodeError:
@@ -391,13 +415,13 @@ class TwilioSignature:
                 "which is what Twilio sends",
             ) from None
         params = sorted(set(parse_qsl(form, keep_blank_values=True)))
-        data = url + "".join(name + value for name, value in params)
-        return hmac.new(self._key, data.encode("utf-8"), hashlib.sha1).digest()
+        data = (url + "".join(name + value for name, value in params)).encode("utf-8")
+        return [hmac.new(key, data, hashlib.sha1).digest() for key in self._keys]
 
     def sign(self, body: bytes, *, url: str | None = None, msg_id: str | None = None,
              timestamp: int | None = None) -> dict[str, str]:
         """Headers Twilio would send when POSTing the form ``body`` to ``url``."""
-        digest = self._digest(_require_url(url), _raw(body))
+        digest = self._digests(_require_url(url), _raw(body))[0]
         return {self.header: base64.b64encode(digest).decode("ascii")}
 
     def verify(self, headers: Mapping[str, str], body: bytes, *, url: str | None = None,
@@ -409,7 +433,7 @@ class TwilioSignature:
         candidate = _b64_digest(value, hashlib.sha1().digest_size,
                                 f"{self.header} {value[:80]!r} is not the base64 of a 20-byte "
                                 f"HMAC-SHA1: send the header exactly as Twilio produced it")
-        if not hmac.compare_digest(candidate, self._digest(url, body)):
+        if not _matches_any([candidate], self._digests(url, body)):
             raise SignatureError(
                 "mismatch",
                 f"{self.header} does not match: check the auth token, and that url "
