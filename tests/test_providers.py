@@ -141,9 +141,10 @@ def test_twilio_status_callback_headers_and_params_round_trip():
     assert GUID.fullmatch(webhook.headers["I-Twilio-Idempotency-Token"])
     assert len(base64.b64decode(webhook.headers["X-Twilio-Signature"], validate=True)) == 20
     params = dict(parse_qsl(webhook.body.decode(), strict_parsing=True))
-    assert params == provider.params(event, webhook.delivery_id, "delivered", NOW)
+    assert params == provider.params(event, provider.message_sid(event), "delivered", NOW)
     assert re.fullmatch(r"SM[0-9a-f]{32}", params["MessageSid"])
-    assert params["SmsSid"] == params["MessageSid"] == webhook.delivery_id
+    assert params["SmsSid"] == params["MessageSid"]
+    assert webhook.delivery_id == webhook.headers["I-Twilio-Idempotency-Token"]
     assert re.fullmatch(r"AC[0-9a-f]{32}", params["AccountSid"])
     assert params["MessageStatus"] == params["SmsStatus"] == "delivered" == webhook.event_type
     assert params["ApiVersion"] == "2010-04-01"
@@ -153,6 +154,15 @@ def test_twilio_status_callback_headers_and_params_round_trip():
     TwilioSignature("tw-token").verify(webhook.headers, webhook.body, url=URL)
     with pytest.raises(SignatureError):  # the URL is signed too
         TwilioSignature("tw-token").verify(webhook.headers, webhook.body, url=URL + "&x=1")
+
+
+def test_twilio_callbacks_about_one_message_share_its_sid_but_not_their_delivery_id():
+    feed, provider = Feed(seed=3), TwilioProvider("tw-token", clock=fixed())
+    callbacks = [provider.build(URL, feed.make("sms", {"message": "order-17", "status": status}))
+                 for status in ("queued", "sent", "delivered")]
+    sids = {dict(parse_qsl(c.body.decode()))["MessageSid"] for c in callbacks}
+    assert len(sids) == 1, "every callback names the same text message"
+    assert len({c.delivery_id for c in callbacks}) == 3, "each callback is its own delivery"
 
 
 @pytest.mark.parametrize("status, code", [("failed", "30003"), ("undelivered", "30003"),

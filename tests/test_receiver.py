@@ -99,7 +99,7 @@ def test_json_form_and_xml_bodies_are_parsed():
     assert (json_one.id, json_one.event_type, json_one.payload["type"]) == ("evt_1", "a.b", "a.b")
     assert (json_two.id, json_two.event_type) == ("7", None)
     assert form_one.payload == {"MessageSid": "SM1", "MessageStatus": "sent", "Body": ""}
-    assert (form_one.id, form_one.event_type) == ("SM1", "sent")
+    assert (form_one.id, form_one.event_type) == (None, "sent"), "a MessageSid names a message, not a delivery"
     assert isinstance(xml_one.payload, ElementTree.Element)
     assert (xml_one.id, xml_one.event_type) == ("n1", "order.shipped")
     assert (xml_two.id, xml_two.event_type) == (None, None)

@@ -379,8 +379,15 @@ class TwilioProvider(Provider):
     """An SMS status callback, as Twilio POSTs it to a message's StatusCallback URL.
 
     ``event.payload`` may set ``status`` (one of :data:`TWILIO_STATUSES`,
-    default ``delivered``), ``from``, ``to`` and ``error_code`` (sent only for
-    ``failed`` and ``undelivered``, default 30003, "unreachable handset").
+    default ``delivered``), ``message`` (which text message the callback is
+    about: callbacks naming the same message share its ``MessageSid``; by
+    default each event is its own message), ``from``, ``to`` and
+    ``error_code`` (sent only for ``failed`` and ``undelivered``, default
+    30003, "unreachable handset").
+
+    One message gets several callbacks (queued, sent, delivered ...), so the
+    ``MessageSid`` does not identify a delivery; the
+    ``I-Twilio-Idempotency-Token`` header does, and it is the delivery id.
     """
 
     name = "twilio"
@@ -393,8 +400,13 @@ class TwilioProvider(Provider):
 
     @staticmethod
     def delivery_id(event) -> str:
-        """A message SID: ``SM`` and 32 hex digits, derived from the event id."""
-        return "SM" + _hex("message", event.id, length=32)
+        """The ``I-Twilio-Idempotency-Token`` of this callback, derived from the event id."""
+        return _guid("twilio", event.id)
+
+    @staticmethod
+    def message_sid(event) -> str:
+        """The SID of the message a callback is about: ``SM`` and 32 hex digits."""
+        return "SM" + _hex("message", str(event.payload.get("message", event.id)), length=32)
 
     def event_type(self, event) -> str:
         status = event.payload.get("status", "delivered")
@@ -422,9 +434,10 @@ class TwilioProvider(Provider):
         headers = {
             "User-Agent": "TwilioProxy/1.1",
             "Content-Type": "application/x-www-form-urlencoded",
-            "I-Twilio-Idempotency-Token": _guid("twilio", event.id, event_type),
+            "I-Twilio-Idempotency-Token": delivery_id,
         }
-        body = urlencode(self.params(event, delivery_id, event_type, now)).encode("ascii")
+        body = urlencode(self.params(event, self.message_sid(event), event_type,
+                                     now)).encode("ascii")
         return headers, body
 
 

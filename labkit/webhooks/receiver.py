@@ -41,7 +41,7 @@ provider            delivery id                               event type
 GitHub              ``X-GitHub-Delivery`` header              ``X-GitHub-Event`` header
 Standard Webhooks   ``webhook-id`` header                     ``type`` in the body
 Stripe              ``id`` in the body                        ``type`` in the body
-Twilio              ``MessageSid`` form field                 ``MessageStatus`` form field
+Twilio              ``I-Twilio-Idempotency-Token`` header     ``MessageStatus`` form field
 ==================  ========================================  ==================================
 
 ``process`` and ``faults`` may be plain functions or coroutine functions.
@@ -87,8 +87,8 @@ from labkit.wire import annotate, client_of
 
 __all__ = ["Delivery", "Rejection", "WebhookReceiver", "serve_receiver"]
 
-ID_HEADERS = ("X-GitHub-Delivery", "webhook-id")
-ID_FIELDS = ("id", "MessageSid")
+ID_HEADERS = ("X-GitHub-Delivery", "webhook-id", "I-Twilio-Idempotency-Token")
+ID_FIELDS = ("id",)
 TYPE_HEADERS = ("X-GitHub-Event",)
 TYPE_FIELDS = ("type", "MessageStatus")
 
