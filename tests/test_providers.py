@@ -263,3 +263,9 @@ def test_send_is_one_attempt_that_does_not_follow_redirects():
         assert response.status_code == 307
         assert server.trace.count("request") == 1
 
+
+
+def test_payment_metadata_comes_back_with_the_event():
+    event = Feed(seed=4).make("payment", {"metadata": {"order": "A-17"}})
+    body = json.loads(PaymentProvider("sk", clock=fixed()).build(URL, event).body)
+    assert body["data"]["object"]["metadata"] == {"order": "A-17"}

@@ -452,7 +452,8 @@ class PaymentProvider(Provider):
     """A Stripe-style payment provider sending ``payment_intent.*`` events.
 
     ``event.payload`` may set ``status`` (``succeeded``, the default, or
-    ``failed``), ``amount`` (in cents) and ``currency``. Like Stripe, the body
+    ``failed``), ``amount`` (in cents), ``currency`` and ``metadata`` (your own
+    keys, such as an order number, echoed back as Stripe does). Like Stripe, the body
     is pretty-printed JSON and the signature covers ``t`` and the body.
     """
 
@@ -486,7 +487,7 @@ class PaymentProvider(Provider):
             "currency": p.get("currency", "usd"), "created": int(now), "livemode": False,
             "last_payment_error": ({"code": "card_declined", "decline_code": "generic_decline",
                                     "type": "card_error"} if failed else None),
-            "metadata": {},
+            "metadata": dict(p.get("metadata", {})),
             "status": "requires_payment_method" if failed else "succeeded",
         }
 
