@@ -49,6 +49,7 @@ import threading
 from typing import Any, Awaitable, Callable, Iterable
 
 import tornado.httpserver
+from tornado import httputil
 import tornado.netutil
 import tornado.web
 
@@ -198,8 +199,8 @@ def run(work: Awaitable | Callable[[], Any], timeout: float | None = None) -> An
 class Server:
     """A tornado application listening on the lab loop. Use :func:`serve` to make one."""
 
-    def __init__(self, app: tornado.web.Application, sock: socket.socket, trace: Trace,
-                 technique: str):
+    def __init__(self, app: httputil.HTTPServerConnectionDelegate, sock: socket.socket,
+                 trace: Trace, technique: str):
         self.app = app
         self.trace = trace
         self.technique = technique
@@ -283,23 +284,30 @@ def _quiet_log(handler: tornado.web.RequestHandler) -> None:
     """Tornado's access log: silent, because the wire layer already traced the request."""
 
 
-def serve(app_or_handlers: tornado.web.Application | Iterable, *, host: str = "127.0.0.1",
-          port: int = 0, trace: Trace | None = None, technique: str = "http",
-          **settings: Any) -> Server:
+def serve(app_or_handlers: httputil.HTTPServerConnectionDelegate | Iterable, *,
+          host: str = "127.0.0.1", port: int = 0, trace: Trace | None = None,
+          technique: str = "http", **settings: Any) -> Server:
     """Start serving ``app_or_handlers`` on the lab loop and return the :class:`Server`.
 
-    ``app_or_handlers`` is a ``tornado.web.Application`` or a list of URL rules
+    ``app_or_handlers`` is a ``tornado.web.Application``, a list of URL rules
     (``[("/path", Handler), ...]``; extra keyword ``settings`` go to the
-    Application). ``port=0`` picks a free port. Every request and response is
-    recorded in ``trace`` (a new :class:`Trace` if not given, as
+    Application), or any other tornado ``HTTPServerConnectionDelegate`` that
+    answers every request itself (the webhook receiver does, to skip the
+    routing it does not need). ``port=0`` picks a free port. Every request and
+    response is recorded in ``trace`` (a new :class:`Trace` if not given, as
     ``server.trace``) under ``technique``.
     """
     if isinstance(app_or_handlers, tornado.web.Application):
         app = app_or_handlers
         app.settings.update(settings)
+    elif isinstance(app_or_handlers, httputil.HTTPServerConnectionDelegate):
+        if settings:
+            raise TypeError(f"settings {sorted(settings)} only apply to a tornado Application")
+        app = app_or_handlers
     else:
         app = tornado.web.Application(list(app_or_handlers), **settings)
-    app.settings["log_function"] = _quiet_log
+    if isinstance(app, tornado.web.Application):
+        app.settings["log_function"] = _quiet_log
     try:
         sockets = tornado.netutil.bind_sockets(port, address=host)
     except OSError as exc:

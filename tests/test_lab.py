@@ -305,3 +305,27 @@ def test_stop_ends_open_streams():
     assert 3 <= len(got) < 500
     kinds = [r.kind for r in server.trace.records()]
     assert kinds[0] == "request" and kinds[-1] in ("disconnect", "response")
+
+
+def test_serve_takes_a_bare_connection_delegate():
+    from tornado import httputil
+
+    class Teapot(httputil.HTTPMessageDelegate):
+        def __init__(self, connection):
+            self.connection = connection
+
+        def finish(self):
+            headers = httputil.HTTPHeaders({"Content-Length": "0"})
+            self.connection.write_headers(httputil.ResponseStartLine("HTTP/1.1", 418, "I'm a Teapot"),
+                                          headers)
+            self.connection.finish()
+
+    class Teapots(httputil.HTTPServerConnectionDelegate):
+        def start_request(self, server_conn, request_conn):
+            return Teapot(request_conn)
+
+    with lab.serve(Teapots(), technique="tea") as server:
+        assert requests.get(server.url + "/anything", timeout=5).status_code == 418
+        assert [r.status for r in server.trace.records(kind="response")] == [418]
+    with pytest.raises(TypeError, match="Application"):
+        lab.serve(Teapots(), debug=True)

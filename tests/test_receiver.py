@@ -334,3 +334,24 @@ def test_serve_receiver_uses_the_given_trace_and_refuses_mixed_arguments():
         assert server.trace is own
     with pytest.raises(LabkitError, match="not both"):
         serve_receiver(WebhookReceiver(), max_body=10)
+
+
+def test_served_on_its_own_the_receiver_answers_404_elsewhere_and_keeps_serving():
+    with serve_receiver() as server:
+        stray = requests.post(server.url + "/elsewhere", json={}, timeout=5)
+        ok = requests.post(server.webhook_url + "?source=test", json={"id": "x"}, timeout=5)
+        reasons = [r.reason for r in server.receiver.rejections]
+    assert stray.status_code == 404 and reasons == ["not_found"]
+    assert ok.status_code == 200
+
+
+def test_mounted_with_rules_it_shares_an_application_with_other_handlers():
+    class Health(tornado.web.RequestHandler):
+        def get(self):
+            self.write("ok")
+
+    receiver = WebhookReceiver()
+    with lab.serve(receiver.rules() + [("/health", Health)]) as server:
+        assert requests.get(server.url + "/health", timeout=5).text == "ok"
+        assert requests.post(server.url + receiver.path, json={}, timeout=5).status_code == 200
+    assert len(receiver.deliveries) == 1

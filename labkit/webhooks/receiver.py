@@ -9,7 +9,7 @@ status that tells the provider what went wrong:
 ====  ==========================================================  ==================
 step  what happens                                                what the sender gets
 ====  ==========================================================  ==================
-0     the method must be POST                                     405
+0     the path must be ``path`` and the method POST               404, 405
 1     the body must fit in ``max_body``: ``Content-Length`` is    413
       read first, so a huge body is refused before it is read,
       then the bytes that actually arrive are counted
@@ -178,7 +178,8 @@ class WebhookReceiver(httputil.HTTPServerConnectionDelegate):
 
     def start_request(self, server_conn: object,
                       request_conn: httputil.HTTPConnection) -> httputil.HTTPMessageDelegate:
-        """Tornado's routing hands each request for ``path`` to a new exchange."""
+        """Tornado hands each request (for ``path``, when mounted with :meth:`rules`;
+        every request, when served on its own) to a new exchange."""
         return _Exchange(self, request_conn)
 
     def wait_for(self, count: int, timeout: float = 5.0) -> list[Delivery]:
@@ -203,8 +204,11 @@ class WebhookReceiver(httputil.HTTPServerConnectionDelegate):
 
     # -- steps of a request, called by the exchange ----------------------------
 
-    def _check_request(self, method: str, declared_length: str | None) -> None:
-        """Steps 0 and 1, before the body is read: method and declared size."""
+    def _check_request(self, method: str, target: str, declared_length: str | None) -> None:
+        """Steps 0 and 1, before the body is read: path, method and declared size."""
+        if target.partition("?")[0] != self.path:
+            raise RejectedError("not_found", f"nothing here: webhooks go to {self.path}",
+                                status=404)
         if method != "POST":
             raise RejectedError("method", f"webhooks are POSTed, not sent with {method}",
                                 status=405)
@@ -370,7 +374,8 @@ class _Exchange(httputil.HTTPMessageDelegate):
         self.request = _Incoming(start_line.method, f"{context.protocol}://{host}{start_line.path}",
                                  headers, context.remote_ip, self.connection)
         try:
-            self.receiver._check_request(start_line.method, headers.get("Content-Length"))
+            self.receiver._check_request(start_line.method, start_line.path,
+                                         headers.get("Content-Length"))
         except RejectedError as exc:
             # Answering before the body is read means the connection must close.
             extra = {"Allow": "POST"} if exc.status == 405 else {}
@@ -478,8 +483,7 @@ def serve_receiver(receiver: WebhookReceiver | None = None, *, trace: Trace | No
     if trace is None:  # not `trace or ...`: an empty Trace has len 0, so it is falsy
         trace = receiver.trace if receiver.trace is not None else Trace()
     receiver.trace = trace
-    server = lab.serve(receiver.rules(), trace=receiver.trace, port=port,
-                       technique=receiver.technique)
+    server = lab.serve(receiver, trace=receiver.trace, port=port, technique=receiver.technique)
     server.receiver = receiver
     server.webhook_url = server.url + receiver.path
     return server
