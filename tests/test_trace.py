@@ -88,7 +88,7 @@ def test_csv_and_json_exports_round_trip():
     trace = sample()
     rows = list(csv.DictReader(io.StringIO(trace.to_csv())))
     assert len(rows) == len(trace)
-    assert set(rows[0]) == set(Record.__dataclass_fields__)
+    assert set(rows[0]) == set(Record._fields)
     data = json.loads(trace.to_json())
     assert len(data) == len(trace)
     assert data[0]["kind"] == "request" and data[0]["t"] == pytest.approx(0.0)
