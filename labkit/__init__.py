@@ -8,7 +8,7 @@ recorder (``Trace``), the charts (``plots``) and the techniques
 
 import logging
 
-from labkit import lab, plots
+from labkit import lab, plots, queues
 from labkit.clock import REAL_TIME, Clock
 from labkit.errors import (DeliveryError, LabkitError, LabLoopError, PortInUseError,
                            RejectedError, ServerStoppedError, SignatureError)
@@ -21,7 +21,7 @@ __all__ = [
     "CLIENT_HEADER", "Clock", "DeliveryError", "Event", "Feed", "LabLoopError", "LabkitError",
     "PortInUseError", "REAL_TIME", "Record", "RejectedError", "Server", "ServerStoppedError",
     "SignatureError", "Trace", "annotate", "fixed_rate", "lab", "play", "plots", "poisson",
-    "run", "serve", "submit",
+    "queues", "run", "serve", "submit",
 ]
 
 logging.getLogger("labkit").addHandler(logging.NullHandler())

@@ -8,7 +8,7 @@ from labkit import errors
 
 
 def test_every_exported_name_exists():
-    for module in (labkit, labkit.webhooks):
+    for module in (labkit, labkit.webhooks, labkit.queues):
         for name in module.__all__:
             assert hasattr(module, name), f"{module.__name__}.__all__ names missing {name}"
 
