@@ -80,8 +80,9 @@ _KNOWN_COLORS = {
     "websocket": "tab:pink",
 }
 # Red is kept for drops, so no technique gets it.
-_SPARE_COLORS = ("tab:olive", "tab:cyan", "tab:gray", "#aec7e8", "#ffbb78", "#98df8a",
-                 "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5")
+# Only colours strong enough to read as a thin line on white.
+_SPARE_COLORS = ("tab:olive", "tab:cyan", "tab:gray", "#1f3d7a", "#8c6d31", "#2e7d32",
+                 "#6a1b9a", "#00695c", "#ad1457", "#4e342e")
 _spare_assigned: dict[str, str] = {}
 
 _UNITS = {"s": 1.0, "ms": 1e3, "us": 1e6}
@@ -404,6 +405,10 @@ def rate_over_time(trace: Trace, *, kind: str = "request", technique: str | None
                if isinstance(p, StepPatch) and p.get_edgecolor() == to_rgba(color))
     ax.stairs(counts, edges, color=color, linestyle=_LINESTYLES[same % len(_LINESTYLES)],
               linewidth=1.5, label=label or technique or "all techniques")
+    # Fix the floor at 0 but let the top follow every series drawn so far, so a
+    # taller run overlaid later is not cut off.
+    ax.relim()
+    ax.autoscale(axis="y")
     ax.set_ylim(bottom=0)
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)

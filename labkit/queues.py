@@ -578,7 +578,7 @@ class Consumer:
 
     def _start(self) -> None:
         self._stopping = asyncio.Event()
-        self._http = AsyncHTTPClient(force_instance=True, max_clients=self.concurrency)
+        self._http = lab.http_client(self.concurrency)
         names = [self.name] if self.concurrency == 1 else \
             [f"{self.name}-{i}" for i in range(1, self.concurrency + 1)]
         loop = asyncio.get_running_loop()

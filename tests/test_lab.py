@@ -329,3 +329,24 @@ def test_serve_takes_a_bare_connection_delegate():
         assert [r.status for r in server.trace.records(kind="response")] == [418]
     with pytest.raises(TypeError, match="Application"):
         lab.serve(Teapots(), debug=True)
+
+
+def test_lab_clients_reach_lab_servers_by_ip_literal_and_by_name():
+    from tornado.iostream import IOStream
+
+    async def fetch(url):
+        client = lab.http_client(2)
+        try:
+            return (await client.fetch(url)).body
+        finally:
+            client.close()
+
+    async def connect(host, port):
+        stream: IOStream = await lab.tcp_client().connect(host, port)
+        stream.close()
+        return True
+
+    with lab.serve([("/", Hello)]) as server:
+        assert lab.run(fetch(server.url + "/"), timeout=10) == b"hello"
+        assert lab.run(fetch(f"http://localhost:{server.port}/"), timeout=10) == b"hello"
+        assert lab.run(connect("127.0.0.1", server.port), timeout=10)

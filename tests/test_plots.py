@@ -446,3 +446,16 @@ def test_dashboard_of_empty_trace_draws():
     fig = plots.dashboard(Trace())
     assert all("no data" in texts(ax) or "no events delivered" in texts(ax) for ax in fig.axes)
     fig.canvas.draw()
+
+
+def test_rate_over_time_overlays_a_taller_series_without_clipping_it():
+    small, tall = Trace(), Trace()
+    for i in range(3):
+        small.add("request", technique="a", t=small.t0 + 0.1 * i)
+    for i in range(30):
+        tall.add("request", technique="b", t=tall.t0 + 0.01 * i)
+    ax = plots.rate_over_time(small, bin_width=1.0)
+    plots.rate_over_time(tall, bin_width=1.0, ax=ax)
+    assert ax.get_ylim()[1] >= 30
+    assert ax.get_ylim()[0] == 0
+    plt.close(ax.figure)

@@ -241,6 +241,32 @@ def test_breaker_opens_after_consecutive_exhausted_deliveries(receiver):
     assert sorted(d.id for d in server.receiver.deliveries) == sorted(e.id for e in batch)
 
 
+def test_only_retries_that_go_out_are_counted_and_traced(receiver):
+    server = receiver(faults=Flaky(1.0))
+    with Sender(PROVIDER, server.webhook_url, policy=FixedSchedule([5, 100, 100]),
+                clock=FAST, concurrency=1, breaker_threshold=1, trace=server.trace) as sender:
+        stats = sender.run(events(5), timeout=10)
+    # The first delivery to exhaust its retries opens the breaker; the last retry
+    # the others were waiting for is cut short, so it must not count as sent.
+    attempts = sorted(len(e.attempts) for e in sender.log.values())
+    assert attempts[0] < attempts[-1] == 4, attempts
+    first_attempts = sum(1 for e in sender.log.values() if e.attempts)
+    assert stats["retries"] == stats["attempts"] - first_attempts
+    assert server.trace.count("retry") == stats["retries"]
+    assert server.trace.count("request") == stats["attempts"]
+    assert stats["dead_lettered"] == 5
+
+
+def test_the_senders_requests_retries_and_drops_share_its_name(receiver):
+    server = receiver(faults=FailFirst(1))
+    with Sender(PROVIDER, server.webhook_url, policy=Exponential(retries=1), clock=FAST,
+                trace=server.trace, client="github") as sender:
+        sender.run(events(1), timeout=10)
+    assert set(server.trace.clients()) == {"github"}
+    assert [r.kind for r in server.trace.records() if r.kind in ("retry", "request")] == [
+        "request", "retry", "request"]
+
+
 def test_a_success_resets_the_breaker(receiver):
     server = receiver(faults=lambda d: (500, {}) if d.payload["data"]["n"] % 3 else None)
     with Sender(PROVIDER, server.webhook_url, policy=NO_RETRY, concurrency=1,

@@ -77,7 +77,6 @@ import tornado.web
 from tornado import httputil
 from tornado.http1connection import HTTP1Connection, HTTP1ConnectionParameters
 from tornado.iostream import StreamClosedError
-from tornado.tcpclient import TCPClient
 
 from labkit import lab
 from labkit.errors import LabkitError, LabLoopError
@@ -351,7 +350,7 @@ class _Forward(tornado.web.RequestHandler):
     async def send_upstream(self, upstream: _Upstream) -> None:
         """Open a connection to the target, write the request, read the answer into ``upstream``."""
         relay = self.relay
-        stream = await TCPClient().connect(relay.host, relay.port, timeout=relay.timeout)
+        stream = await lab.tcp_client().connect(relay.host, relay.port, timeout=relay.timeout)
         self.target_stream = stream
         if self.gone.is_set():
             raise StreamClosedError()

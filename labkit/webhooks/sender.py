@@ -71,6 +71,7 @@ from labkit.clock import REAL_TIME, Clock
 from labkit.errors import DeliveryError
 from labkit.feed import Event
 from labkit.trace import Trace
+from labkit.wire import CLIENT_HEADER
 from labkit.webhooks.backoff import parse_retry_after
 
 __all__ = ["Sender", "DeliveryLog", "Attempt", "PENDING", "DELIVERED", "DEAD_LETTERED",
@@ -140,13 +141,16 @@ class Sender:
     deliveries in a row may exhaust their retries before the endpoint is
     disabled; ``max_retry_after`` caps the wait a ``Retry-After`` header can
     ask for (simulated seconds), so a receiver cannot stall a delivery forever.
+    ``client`` names the sender in the trace: its requests carry it in
+    ``X-Labkit-Client`` (the kit's one addition to what the provider sends), so
+    its requests, retries and drops share one lane on a timeline.
     """
 
     def __init__(self, provider, endpoints: str | Iterable[str], *, policy,
                  clock: Clock = REAL_TIME, timeout: tuple[float, float] = (1.0, 5.0),
                  seed: int = 0, trace: Trace | None = None, technique: str = "webhook",
                  concurrency: int = 10, breaker_threshold: int = 5,
-                 max_retry_after: float = 3600.0):
+                 max_retry_after: float = 3600.0, client: str = "sender"):
         urls = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         if not urls or len(set(urls)) != len(urls):
             raise DeliveryError(f"give one or more distinct endpoint URLs, got {urls!r}")
@@ -158,6 +162,7 @@ class Sender:
         self.connect_timeout, self.request_timeout = timeout
         self.trace = Trace() if trace is None else trace
         self.technique = technique
+        self.client = client
         self.breaker_threshold = breaker_threshold
         self.max_retry_after = max_retry_after
         self.log: dict[tuple[str, str], DeliveryLog] = {}
@@ -260,10 +265,16 @@ class Sender:
     async def _deliver(self, entry: DeliveryLog) -> None:
         endpoint = self._endpoints[entry.url]
         waits = iter(self.policy.delays(self._rng))
+        retrying = None                    # (why, last status) when the next attempt is a retry
         while True:
             async with endpoint.slots:
                 if endpoint.disabled:
                     return self._dead_letter(entry, endpoint.disabled)
+                if retrying:               # counted only when the retry really goes out
+                    self._retries += 1
+                    self.trace.add("retry", technique=self.technique, client=self.client,
+                                   event_id=entry.event.id, status=retrying[1],
+                                   detail=retrying[0])
                 attempt, retry_after = await self._attempt(entry)
             if attempt.ok:
                 endpoint.exhausted_in_a_row = 0
@@ -277,11 +288,8 @@ class Sender:
                 break
             if retry_after is not None:
                 wait = max(wait, min(retry_after, self.max_retry_after))
-            self._retries += 1
-            self.trace.add("retry", technique=self.technique, client=entry.url,
-                           event_id=entry.event.id, status=attempt.status,
-                           detail=f"attempt {attempt.number + 1} in {wait:.3g} s, after "
-                                  f"{attempt.error}")
+            retrying = (f"attempt {attempt.number + 1} in {wait:.3g} s, after {attempt.error}, "
+                        f"to {entry.url}", attempt.status)
             await self._wait(endpoint, wait)
         self._dead_letter(entry, EXHAUSTED)
         endpoint.exhausted_in_a_row += 1
@@ -291,7 +299,8 @@ class Sender:
     async def _attempt(self, entry: DeliveryLog) -> tuple[Attempt, float | None]:
         """POST once; return the attempt (also logged) and any Retry-After seconds."""
         webhook = self.provider.build(entry.url, entry.event)
-        request = HTTPRequest(webhook.url, method=webhook.method, headers=webhook.headers,
+        headers = {**webhook.headers, CLIENT_HEADER: self.client}
+        request = HTTPRequest(webhook.url, method=webhook.method, headers=headers,
                               body=webhook.body, follow_redirects=False,
                               connect_timeout=self.connect_timeout,
                               request_timeout=self.request_timeout)
@@ -317,7 +326,7 @@ class Sender:
         # may have in flight, so no request ever waits in tornado's own queue
         # (time spent there would count against its timeout).
         if self._client is None:
-            self._client = AsyncHTTPClient(force_instance=True, max_clients=self._max_clients)
+            self._client = lab.http_client(self._max_clients)
         return self._client
 
     async def _wait(self, endpoint: _Endpoint, sim_seconds: float) -> None:
@@ -328,7 +337,7 @@ class Sender:
 
     def _dead_letter(self, entry: DeliveryLog, reason: str) -> None:
         entry.state, entry.reason = DEAD_LETTERED, reason
-        self.trace.add("drop", technique=self.technique, client=entry.url,
+        self.trace.add("drop", technique=self.technique, client=self.client,
                        event_id=entry.event.id, detail=reason)
 
     def _disable(self, endpoint: _Endpoint, reason: str) -> None:
