@@ -64,6 +64,11 @@ def client_of(handler) -> str:
     return handler.request.remote_ip
 
 
+def _header(headers: httputil.HTTPHeaders, name: str) -> str:
+    """A header's value or "" (``in`` first: a missing key costs tornado an exception)."""
+    return headers[name] if name in headers else ""
+
+
 def _header_bytes(headers: httputil.HTTPHeaders) -> int:
     return sum(len(name) + len(value) + 4 for name, value in headers.get_all())
 
@@ -115,6 +120,11 @@ class _CountingConnection:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._conn, name)
 
+    @property
+    def context(self) -> Any:
+        """Where the request came from (read on every request, so not via ``__getattr__``)."""
+        return self._conn.context
+
     def _frame(self, start_line: httputil.ResponseStartLine,
                headers: httputil.HTTPHeaders) -> None:
         """Add the framing headers tornado's HTTP/1.1 writer will add (same rules)."""
@@ -122,7 +132,7 @@ class _CountingConnection:
         version = request.version if request else "HTTP/1.1"
         bodiless = (request is not None and request.method == "HEAD") or \
             start_line.code in (204, 304) or 100 <= start_line.code < 200
-        asked = self.request_headers.get("Connection", "").lower()
+        asked = _header(self.request_headers, "Connection").lower()
         if version == "HTTP/1.1" and asked == "close":
             headers["Connection"] = "close"
         if version == "HTTP/1.0" and asked == "keep-alive":
@@ -216,7 +226,7 @@ class _CountingMessage(httputil.HTTPMessageDelegate):
         context = conn.context
         address = getattr(context, "address", None)
         peer = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
-        conn.client = headers.get(CLIENT_HEADER) or peer
+        conn.client = _header(headers, CLIENT_HEADER) or peer
         return self._inner.headers_received(start_line, headers)
 
     def data_received(self, chunk):

@@ -230,7 +230,7 @@ class WebhookReceiver(httputil.HTTPServerConnectionDelegate):
             verifier.verify(request.headers, body, url=request.url,
                             remote_ip=request.remote_ip)
         payload = parse(body)
-        headers = {name.lower(): value for name, value in request.headers.items()}
+        headers = _lower_case(request.headers)
         return Delivery(
             id=_first(headers, payload, ID_HEADERS, ID_FIELDS),
             event_type=_first(headers, payload, TYPE_HEADERS, TYPE_FIELDS),
@@ -241,7 +241,7 @@ class WebhookReceiver(httputil.HTTPServerConnectionDelegate):
         """Record a refused request."""
         rejection = Rejection(status=status, reason=reason, message=message,
                               received=time.monotonic(), remote_ip=request.remote_ip,
-                              headers={k.lower(): v for k, v in request.headers.items()})
+                              headers=_lower_case(request.headers))
         with self._changed:
             self._rejections.append(rejection)
             self._changed.notify_all()
@@ -274,6 +274,15 @@ class WebhookReceiver(httputil.HTTPServerConnectionDelegate):
     def __repr__(self) -> str:
         return (f"<WebhookReceiver {self.path} {len(self.deliveries)} delivered, "
                 f"{len(self.rejections)} rejected>")
+
+
+def _lower_case(headers: httputil.HTTPHeaders) -> dict[str, str]:
+    """A plain dict of the headers with lower-case names; repeated ones joined by commas."""
+    plain: dict[str, str] = {}
+    for name, value in headers.get_all():
+        name = name.lower()
+        plain[name] = f"{plain[name]},{value}" if name in plain else value
+    return plain
 
 
 def _first(headers: dict[str, str], payload: Any, names: tuple, fields: tuple) -> str | None:
@@ -315,11 +324,11 @@ def _parser(content_type: str) -> Callable[[bytes], Any]:
     """Step 2: the parser for a content type, or RejectedError 415."""
     media = content_type.partition(";")[0].strip().lower()
     if media == "application/json" or media.endswith("+json"):
-        return _checked(_parse_json, "JSON")
+        return _PARSERS["json"]
     if media == "application/x-www-form-urlencoded":
-        return _checked(_parse_form, "form data")
+        return _PARSERS["form"]
     if media in ("application/xml", "text/xml") or media.endswith("+xml"):
-        return _checked(_parse_xml, "XML")
+        return _PARSERS["xml"]
     raise RejectedError(
         "unsupported_type",
         f"content type {content_type[:80]!r} is not JSON, form data or XML",
@@ -335,6 +344,10 @@ def _checked(parse: Callable[[bytes], Any], what: str) -> Callable[[bytes], Any]
             raise RejectedError("malformed", f"the body is not valid {what}: {exc}",
                                 status=400) from None
     return parse_or_reject
+
+
+_PARSERS = {"json": _checked(_parse_json, "JSON"), "form": _checked(_parse_form, "form data"),
+            "xml": _checked(_parse_xml, "XML")}
 
 
 class _Incoming(NamedTuple):
