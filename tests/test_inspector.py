@@ -14,6 +14,7 @@ import threading
 import pytest
 import requests
 
+from helpers import raw_http
 from labkit import lab
 from labkit.errors import LabkitError, LabLoopError
 from labkit.feed import Feed
@@ -29,22 +30,6 @@ NO_PROXY = {"http": None, "https": None}
 
 def push(url: str, seed: int = 1):
     return GitHubProvider(SECRET).build(url, Feed(seed=seed).make("push", {"message": "fix é"}))
-
-
-def raw_http(port: int, data: bytes) -> bytes:
-    """Send bytes on a fresh connection and return what comes back (bounded in time)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(data)
-        chunks = []
-        try:
-            while len(chunks) < 100:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-        except (socket.timeout, ConnectionResetError):
-            pass
-        return b"".join(chunks)
 
 
 # -- capturing ----------------------------------------------------------------------------

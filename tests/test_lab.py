@@ -13,6 +13,7 @@ import pytest
 import requests
 import tornado.web
 
+from helpers import raw_http
 from labkit import lab
 from labkit.errors import LabLoopError, PortInUseError
 from labkit.trace import Trace
@@ -257,22 +258,12 @@ class Chunks(tornado.web.RequestHandler):
             await self.flush()
 
 
-def raw_exchange(port: int, request: bytes) -> bytes:
-    """Send ``request`` on a raw socket and read until the server closes."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(request)
-        received = b""
-        while chunk := sock.recv(65536):
-            received += chunk
-    return received
-
-
 @pytest.mark.parametrize("path", ["/", "/chunks"])
 def test_traced_bytes_equal_the_bytes_a_raw_socket_sees(path):
     request = (f"GET {path} HTTP/1.1\r\nHost: lab\r\nConnection: close\r\n"
                "X-Labkit-Client: raw\r\n\r\n").encode()
     with lab.serve([("/", Hello), ("/chunks", Chunks)]) as server:
-        answer = raw_exchange(server.port, request)
+        answer = raw_http(server.port, request)
         records = server.trace.records()
     request_record, response_record = records
     assert request_record.bytes == len(request)

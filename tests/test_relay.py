@@ -14,6 +14,7 @@ import pytest
 import requests
 import tornado.web
 
+from helpers import raw_http
 from labkit import lab
 from labkit.errors import LabkitError, LabLoopError
 from labkit.feed import Feed
@@ -40,21 +41,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def raw_http(port: int, data: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(data)
-        chunks = []
-        try:
-            while len(chunks) < 100:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-        except (socket.timeout, ConnectionResetError):
-            pass
-        return b"".join(chunks)
 
 
 # -- forwarding -----------------------------------------------------------------------------

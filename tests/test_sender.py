@@ -112,7 +112,8 @@ def test_exhausted_retries_dead_letter_then_redeliver_keeps_the_delivery_id(rece
         assert (drop.detail, drop.event_id) == (EXHAUSTED, event.id)
 
         server.receiver.faults = None                       # the receiver is fixed
-        assert sender.redeliver(entry) is entry and entry.state == PENDING
+        # On loopback the redelivery may already be done when redeliver() returns.
+        assert sender.redeliver(entry) is entry and entry.state in (PENDING, DELIVERED)
         lab.run(sender.drain(), timeout=10)
         assert entry.state == DELIVERED and len(entry.attempts) == 4
         assert server.receiver.deliveries[0].id == entry.delivery_id == event.id

@@ -1,0 +1,23 @@
+"""Small helpers several test modules share."""
+
+import socket
+
+
+def raw_http(port: int, data: bytes) -> bytes:
+    """Send ``data`` on a fresh loopback connection; return all that comes back.
+
+    Bounded: at most 100 reads, each with a 5 s timeout; a reset or a timeout
+    ends the answer rather than failing, so tests can probe bad input.
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(data)
+        chunks = []
+        try:
+            while len(chunks) < 100:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        except (socket.timeout, ConnectionResetError):
+            pass
+        return b"".join(chunks)
