@@ -16,9 +16,12 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
+# Jupyter refuses to start as root unless told to (classroom containers often run as root).
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
+
 ## make lab: open JupyterLab on the lessons
 lab: $(STAMP)
-	$(PY) -m jupyter lab notebooks/
+	$(PY) -m jupyter lab notebooks/ $(ROOT_FLAG)
 
 ## make test: pytest for labkit plus nbval over every notebook, in one run
 test: $(STAMP)
