@@ -20,6 +20,7 @@ from labkit.errors import LabkitError, SignatureError
 from labkit.feed import Feed
 from labkit.webhooks.providers import (
     GitHubProvider,
+    Provider,
     PaymentProvider,
     StandardWebhooksProvider,
     TwilioProvider,
@@ -269,3 +270,15 @@ def test_payment_metadata_comes_back_with_the_event():
     event = Feed(seed=4).make("payment", {"metadata": {"order": "A-17"}})
     body = json.loads(PaymentProvider("sk", clock=fixed()).build(URL, event).body)
     assert body["data"]["object"]["metadata"] == {"order": "A-17"}
+
+
+def test_a_provider_that_forgets_part_of_its_shape_fails_when_made():
+    class Half(Provider):
+        name = "half"
+
+        @staticmethod
+        def delivery_id(event):
+            return event.id
+
+    with pytest.raises(TypeError, match="content"):
+        Half(GitHubSignature("s"))

@@ -48,6 +48,7 @@ Example::
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import json
 import threading
@@ -126,7 +127,7 @@ def _json(value: Any, *, indent: int | None = None) -> bytes:
                       separators=separators).encode("utf-8")
 
 
-class Provider:
+class Provider(abc.ABC):
     """Base of every provider: subclasses say what to send, this class builds it.
 
     A subclass sets ``name`` and implements :meth:`delivery_id`,
@@ -141,18 +142,18 @@ class Provider:
         self.clock = clock
 
     @staticmethod
+    @abc.abstractmethod
     def delivery_id(event) -> str:
         """The id the receiver finds for this event (stable across redeliveries)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def event_type(self, event) -> str:
         """The event type as this provider names it."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def content(self, event, delivery_id: str, event_type: str,
                 now: float) -> tuple[dict[str, str], bytes]:
         """The headers (without signature) and the raw body for ``event``."""
-        raise NotImplementedError
 
     def build(self, url: str, event) -> OutgoingWebhook:
         """The signed request this provider would send to ``url`` for ``event``."""
