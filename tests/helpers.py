@@ -3,13 +3,13 @@
 import socket
 
 
-def raw_http(port: int, data: bytes) -> bytes:
+def raw_http(port: int, data: bytes, timeout: float = 5.0) -> bytes:
     """Send ``data`` on a fresh loopback connection; return all that comes back.
 
-    Bounded: at most 100 reads, each with a 5 s timeout; a reset or a timeout
+    Bounded: at most 100 reads, each with a ``timeout``; a reset or a timeout
     ends the answer rather than failing, so tests can probe bad input.
     """
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(data)
         chunks = []
         try:

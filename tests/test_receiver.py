@@ -13,6 +13,7 @@ import pytest
 import requests
 import tornado.web
 
+from helpers import raw_http
 from labkit import lab
 from labkit.errors import LabkitError, LabLoopError
 from labkit.feed import Feed
@@ -355,3 +356,17 @@ def test_mounted_with_rules_it_shares_an_application_with_other_handlers():
         assert requests.get(server.url + "/health", timeout=5).text == "ok"
         assert requests.post(server.url + receiver.path, json={}, timeout=5).status_code == 200
     assert len(receiver.deliveries) == 1
+
+
+@pytest.mark.parametrize("garbage", [
+    b"THIS IS NOT HTTP\r\n\r\n",
+    b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Length: banana\r\n\r\n{}",
+    b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{}",   # body cut short
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",                        # a TLS hello
+], ids=["not-http", "bad-length", "short-body", "tls"])
+def test_malformed_http_never_takes_the_receiver_down(garbage):
+    with serve_receiver() as server:
+        raw_http(server.port, garbage, timeout=0.5)   # a cut-short body gets no answer
+        after = requests.post(server.webhook_url, json={"id": "still-here"}, timeout=5)
+        assert after.status_code == 200
+        assert [d.id for d in server.receiver.deliveries] == ["still-here"]
