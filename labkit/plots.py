@@ -267,12 +267,15 @@ def timeline(trace: Trace, *, ax: Axes | None = None,
 
 def latency_cdf(trace: Trace | Mapping[str, Sequence[float]], *,
                 techniques: Iterable[str] | None = None, ax: Axes | None = None,
-                title: str = "Event latency (CDF)", unit: str = "ms") -> Axes:
+                title: str = "Event latency (CDF)", unit: str = "ms",
+                log: bool = False) -> Axes:
     """Empirical CDF of delivery latency, one step line per technique.
 
     ``trace`` may also be a dict ``{label: latencies in seconds}`` to compare
     runs. ``techniques`` picks and orders the lines; ``unit`` is ``"s"``,
-    ``"ms"`` or ``"us"``. Lines with no latencies are left out.
+    ``"ms"`` or ``"us"``. ``log=True`` puts latency on a log scale, so a
+    technique measured in milliseconds and one measured in seconds both stay
+    readable on one axis. Lines with no latencies are left out.
     """
     if unit not in _UNITS:
         raise LabkitError(f"unknown unit {unit!r}: use one of {', '.join(_UNITS)}")
@@ -296,6 +299,8 @@ def latency_cdf(trace: Trace | Mapping[str, Sequence[float]], *,
         p50 = xs[math.ceil(len(xs) / 2) - 1]  # nearest rank, as Trace.latency_percentiles
         ax.step(np.r_[xs[0], xs], np.r_[0.0, ys], where="post", color=technique_color(name),
                 label=f"{name} (p50 {p50:.3g} {unit})")
+    if log:
+        ax.set_xscale("log")
     if ax.get_lines():
         ax.legend(loc="lower right")
     else:

@@ -459,3 +459,12 @@ def test_rate_over_time_overlays_a_taller_series_without_clipping_it():
     assert ax.get_ylim()[1] >= 30
     assert ax.get_ylim()[0] == 0
     plt.close(ax.figure)
+
+
+def test_latency_cdf_on_a_log_scale_keeps_both_ends_readable():
+    ax = plots.latency_cdf({"sse": [0.002, 0.003], "polling": [1.5, 2.5]}, log=True)
+    assert ax.get_xscale() == "log"
+    assert len(ax.get_lines()) == 2
+    low, high = ax.get_xlim()
+    assert low <= 2 and high >= 2500   # milliseconds: both techniques are on the axis
+    plt.close(ax.figure)
