@@ -215,10 +215,13 @@ class Trace:
             Path(path).write_text(text, encoding="utf-8")
         return text
 
-    def table(self, limit: int = 20, **filters) -> "TraceTable":
-        """The last ``limit`` records (filtered like :meth:`records`) as a table."""
+    def table(self, limit: int = 20, *, tail: bool = True, **filters) -> "TraceTable":
+        """``limit`` records (filtered like :meth:`records`) as a table: the last
+        ones, or the first ones with ``tail=False``; all of them with ``limit=0``."""
         rows = [dict(r._asdict(), t=r.t - self.t0) for r in self.records(**filters)]
-        return TraceTable(rows[-limit:] if limit else rows)
+        if limit:
+            rows = rows[-limit:] if tail else rows[:limit]
+        return TraceTable(rows)
 
     def __repr__(self) -> str:
         return f"<Trace {len(self)} records, techniques={self.techniques()}>"

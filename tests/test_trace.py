@@ -109,6 +109,9 @@ def test_table_shows_the_last_rows_as_html_and_text():
     assert table._repr_html_().count("<tr>") == 4  # header + 3 rows
     assert str(table).splitlines()[0].split()[:3] == ["t", "kind", "technique"]
     assert len(trace.table(limit=0, technique="long-polling")) == 3
+    first = trace.table(limit=2, tail=False)
+    assert [row["kind"] for row in first.rows] == ["request", "response"]
+    assert first.rows[0]["t"] == pytest.approx(0.0)
 
 
 def test_summary_has_one_row_per_technique():
