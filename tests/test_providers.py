@@ -166,7 +166,7 @@ def test_twilio_callbacks_about_one_message_share_its_sid_but_not_their_delivery
     assert len({c.delivery_id for c in callbacks}) == 3, "each callback is its own delivery"
 
 
-@pytest.mark.parametrize("status, code", [("failed", "30003"), ("undelivered", "30003"),
+@pytest.mark.parametrize("status, code", [("failed", "30008"), ("undelivered", "30003"),
                                           ("queued", None), ("sent", None)])
 def test_twilio_error_code_only_when_the_message_failed(status, code):
     event = Feed().make("sms", {"status": status})

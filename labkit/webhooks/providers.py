@@ -376,6 +376,9 @@ TWILIO_STATUSES = ("queued", "sent", "delivered", "undelivered", "failed")
 """SMS statuses a status callback reports (``failed``/``undelivered`` carry an ErrorCode)."""
 
 
+_DEFAULT_ERRORS = {"undelivered": 30003, "failed": 30008}
+
+
 class TwilioProvider(Provider):
     """An SMS status callback, as Twilio POSTs it to a message's StatusCallback URL.
 
@@ -383,8 +386,13 @@ class TwilioProvider(Provider):
     default ``delivered``), ``message`` (which text message the callback is
     about: callbacks naming the same message share its ``MessageSid``; by
     default each event is its own message), ``from``, ``to`` and
-    ``error_code`` (sent only for ``failed`` and ``undelivered``, default
-    30003, "unreachable handset").
+    ``error_code`` (sent only for ``failed`` and ``undelivered``; by default
+    30003, "unreachable destination handset", for a message the carrier could
+    not deliver, and 30008, "unknown error", for one Twilio could not send).
+
+    Twilio sends no callback for a message's first status (``queued``); a
+    message then moves to ``sent`` and on to ``delivered`` or ``undelivered``,
+    or straight to ``failed`` if it could not be sent at all.
 
     One message gets several callbacks (queued, sent, delivered ...), so the
     ``MessageSid`` does not identify a delivery; the
@@ -424,7 +432,7 @@ class TwilioProvider(Provider):
                   "AccountSid": self.account_sid, "From": p.get("from", "+15005550006"),
                   "ApiVersion": "2010-04-01"}
         if status in ("failed", "undelivered"):
-            params["ErrorCode"] = str(p.get("error_code", 30003))
+            params["ErrorCode"] = str(p.get("error_code", _DEFAULT_ERRORS[status]))
         if status in ("delivered", "undelivered"):
             # When the carrier reported the final status, as YYMMDDhhmm (UTC).
             done = datetime.fromtimestamp(now, timezone.utc)
