@@ -198,7 +198,7 @@ def test_payment_event_is_a_stripe_event_object(status, event_type, intent_statu
     body = json.loads(webhook.body)
     assert body["id"] == event.id == webhook.delivery_id
     assert (body["object"], body["type"], body["livemode"]) == ("event", event_type, False)
-    assert body["created"] == int(NOW) and body["api_version"]
+    assert int(NOW) - 1 <= body["created"] <= int(NOW) and body["api_version"]  # when it happened
     intent = body["data"]["object"]
     assert re.fullmatch(r"pi_[0-9a-f]{24}", intent["id"])
     assert (intent["object"], intent["amount"], intent["currency"], intent["status"]) == \
@@ -282,3 +282,15 @@ def test_a_provider_that_forgets_part_of_its_shape_fails_when_made():
 
     with pytest.raises(TypeError, match="content"):
         Half(GitHubSignature("s"))
+
+
+def test_bodies_say_when_the_event_happened_headers_when_it_was_sent():
+    event = Feed(seed=5).make("tick")
+    provider = StandardWebhooksProvider("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+    first = provider.build(URL, event)
+    time.sleep(1.1)                                   # a retry, a little later
+    retry = provider.build(URL, event)
+    assert int(retry.headers["webhook-timestamp"]) > int(first.headers["webhook-timestamp"])
+    happened = [datetime.fromisoformat(json.loads(w.body)["timestamp"].replace("Z", "+00:00"))
+                for w in (first, retry)]
+    assert abs((happened[1] - happened[0]).total_seconds()) < 0.05, "the event happened once"

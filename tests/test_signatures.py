@@ -153,16 +153,14 @@ def test_stripe_tampered_body_fails():
     assert reason_of(scheme, headers, tampered(BODY), now=NOW) == "mismatch"
 
 
-def test_stripe_stale_and_future_say_which_and_by_how_much():
+def test_stripe_refuses_old_timestamps_and_like_stripe_accepts_future_ones():
     scheme = StripeSignature(STRIPE_SECRET, tolerance=300)
     scheme.verify(scheme.sign(BODY, timestamp=NOW - 300), BODY, now=NOW)  # edge is accepted
-    scheme.verify(scheme.sign(BODY, timestamp=NOW + 300), BODY, now=NOW)
     with pytest.raises(SignatureError, match=r"412 s old, 112 s beyond the 300 s") as info:
         scheme.verify(scheme.sign(BODY, timestamp=NOW - 412), BODY, now=NOW)
     assert info.value.reason == "stale"
-    with pytest.raises(SignatureError, match=r"350 s in the future, 50 s beyond") as info:
-        scheme.verify(scheme.sign(BODY, timestamp=NOW + 350), BODY, now=NOW)
-    assert info.value.reason == "future"
+    # Stripe's libraries check only the age: a sender whose clock runs ahead still passes.
+    scheme.verify(scheme.sign(BODY, timestamp=NOW + 3600), BODY, now=NOW)
 
 
 def test_stripe_now_defaults_to_the_clock():

@@ -120,6 +120,15 @@ def _iso(now: float, timespec: str = "seconds") -> str:
     return stamp.replace("+00:00", "Z")
 
 
+def _occurred(event, now: float) -> float:
+    """When ``event`` happened, on the provider's clock (``now`` is the sending time).
+
+    Bodies carry this, not the sending time: a retry re-signs with a new
+    timestamp in its headers, but the event it describes happened only once.
+    """
+    return now - max(0.0, time.monotonic() - event.created)
+
+
 def _json(value: Any, *, indent: int | None = None) -> bytes:
     """UTF-8 JSON; compact (no spaces) unless ``indent`` is given."""
     separators = None if indent else (",", ":")
@@ -503,7 +512,7 @@ class PaymentProvider(Provider):
     def content(self, event, delivery_id, event_type, now):
         body = {
             "id": delivery_id, "object": "event", "api_version": self.api_version,
-            "created": int(now),
+            "created": int(_occurred(event, now)),
             "data": {"object": self.payment_intent(event, event_type, now)},
             "livemode": False, "pending_webhooks": 1,
             "request": {"id": None, "idempotency_key": None},
@@ -520,7 +529,9 @@ class PaymentProvider(Provider):
 class StandardWebhooksProvider(Provider):
     """A generic sender following the Standard Webhooks spec (standardwebhooks.com).
 
-    The body is ``{"type": event.type, "timestamp": ISO-8601, "data": event.payload}``;
+    The body is ``{"type": event.type, "timestamp": ISO-8601, "data": event.payload}``,
+    where ``timestamp`` is when the event happened (the spec's meaning); the
+    ``webhook-timestamp`` header is when this attempt was signed.
     ``webhook-id`` is the event id, so a redelivery keeps it.
     """
 
@@ -537,7 +548,7 @@ class StandardWebhooksProvider(Provider):
         return event.type
 
     def content(self, event, delivery_id, event_type, now):
-        body = {"type": event_type, "timestamp": _iso(now, "milliseconds"),
+        body = {"type": event_type, "timestamp": _iso(_occurred(event, now), "milliseconds"),
                 "data": event.payload}
         headers = {"User-Agent": "labkit-webhooks/0.1", "Content-Type": "application/json"}
         return headers, _json(body)

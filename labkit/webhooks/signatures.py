@@ -134,7 +134,9 @@ def _matches_any(candidates: list[bytes], expected: list[bytes]) -> bool:
     return any(hmac.compare_digest(c, e) for c in candidates for e in expected)
 
 
-def _check_fresh(timestamp: int, now: float | None, tolerance: int, header: str) -> None:
+def _check_fresh(timestamp: int, now: float | None, tolerance: int, header: str, *,
+                 future_too: bool = True) -> None:
+    """Refuse a timestamp older than ``tolerance`` (and, if ``future_too``, newer)."""
     now = time.time() if now is None else now
     if now - timestamp > tolerance:
         raise SignatureError(
@@ -144,7 +146,7 @@ def _check_fresh(timestamp: int, now: float | None, tolerance: int, header: str)
             f"a replay of an old request, or the sender's clock is behind; re-sign "
             f"with the current time and check both clocks (NTP)",
         )
-    if timestamp - now > tolerance:
+    if future_too and timestamp - now > tolerance:
         raise SignatureError(
             "future",
             f"{header} timestamp is {timestamp - now:.0f} s in the future, "
@@ -208,6 +210,8 @@ class StripeSignature:
     Several ``v1`` entries may appear (during secret rotation); one match is
     enough. Other schemes such as ``v0`` are ignored. ``secrets`` is one secret
     or several: ``sign`` adds a ``v1`` per secret, ``verify`` accepts any.
+    Like Stripe's libraries, only a timestamp *older* than ``tolerance`` is
+    refused (``stale``); Standard Webhooks also refuses one too far ahead.
     """
 
     name = "stripe"
@@ -269,7 +273,8 @@ class StripeSignature:
                 f"the raw body bytes, not a re-serialised copy",
             )
         # Only a genuine signature makes the timestamp trustworthy, so check it second.
-        _check_fresh(timestamp, now, self.tolerance, self.header)
+        # Stripe's own libraries refuse only old timestamps, so a sender clock ahead passes.
+        _check_fresh(timestamp, now, self.tolerance, self.header, future_too=False)
 
 
 def generate_secret(rng=None) -> str:
