@@ -61,7 +61,7 @@ from labkit.trace import Trace
 from labkit.wire import TracingDelegate
 
 __all__ = ["Server", "serve", "run", "submit", "invoke", "shutdown", "is_running",
-           "in_lab_thread", "running_servers", "http_client", "tcp_client"]
+           "in_lab_thread", "running_servers", "http_client", "tcp_client", "wait_until"]
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +163,25 @@ async def invoke(function: Callable, *args: Any) -> Any:
     """
     result = function(*args)
     return await result if inspect.isawaitable(result) else result
+
+
+def wait_until(changed: threading.Condition, ready: Callable[[], bool], timeout: float,
+               explain: Callable[[], str]) -> None:
+    """Block a cell until ``ready()`` holds, or raise ``TimeoutError(explain())``.
+
+    ``changed`` is the condition the lab-loop side notifies whenever it adds
+    something; ``ready`` and ``explain`` run while holding it, so they see a
+    consistent state. Waiting on the lab loop itself would block the very
+    thread that makes progress, so that raises :class:`LabLoopError`.
+    """
+    if _LAB.in_thread():
+        raise LabLoopError("waiting here would block the lab loop that does the work: "
+                           "wait from a cell or a script, or await inside a coroutine")
+    with changed:
+        if changed.wait_for(ready, timeout):
+            return
+        message = explain()
+    raise TimeoutError(message)
 
 
 def submit(work: Awaitable | Callable[[], Any]) -> concurrent.futures.Future:

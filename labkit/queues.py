@@ -612,14 +612,15 @@ class Consumer:
 
         Raises TimeoutError after ``timeout`` seconds, saying how far it got.
         """
+        def explain() -> str:
+            last = f" (last: {self.errors[-1]})" if self.errors else ""
+            return (f"only {len(self.processed)} of {count} messages were processed within "
+                    f"{timeout} s; process raised {len(self.failures)} times and "
+                    f"{len(self.errors)} requests to the broker failed{last}")
+
+        lab.wait_until(self._changed, lambda: len(self.processed) >= count, timeout, explain)
         with self._changed:
-            if self._changed.wait_for(lambda: len(self.processed) >= count, timeout):
-                return list(self.processed)
-            done, failed, errors = len(self.processed), len(self.failures), list(self.errors)
-        last = f" (last: {errors[-1]})" if errors else ""
-        raise TimeoutError(f"only {done} of {count} messages were processed within {timeout} s; "
-                           f"process raised {failed} times and {len(errors)} requests to the "
-                           f"broker failed{last}")
+            return list(self.processed)
 
     # -- on the lab loop ---------------------------------------------------
 

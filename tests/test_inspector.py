@@ -7,7 +7,6 @@ import dataclasses
 import json
 import shlex
 import shutil
-import socket
 import subprocess
 import threading
 

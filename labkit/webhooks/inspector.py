@@ -70,7 +70,7 @@ import tornado.web
 from urllib3.util import SKIP_HEADER
 
 from labkit import lab
-from labkit.errors import LabkitError, LabLoopError
+from labkit.errors import LabkitError
 from labkit.trace import Trace
 from labkit.wire import annotate
 
@@ -222,18 +222,14 @@ class Inspector:
 
     def wait_for(self, count: int, timeout: float = 5.0) -> list[CapturedRequest]:
         """Block until ``count`` requests are kept; return them. Call it from a cell, not a handler."""
-        if lab.in_lab_thread():
-            raise LabLoopError("wait_for() would block the lab loop that receives the "
-                               "requests: call it from a cell or a script")
         if count > self.max_requests:
             raise LabkitError(f"the inspector keeps at most {self.max_requests} requests, "
                               f"so it can never hold {count}")
-        with self._changed:
-            if self._changed.wait_for(lambda: len(self._kept) >= count, timeout):
-                return list(self._kept)
-            got = len(self._kept)
-        raise TimeoutError(f"only {got} of {count} requests reached the inspector within "
-                           f"{timeout} s: check the URL given to the sender ({self.url}/bin/...)")
+        lab.wait_until(self._changed, lambda: len(self._kept) >= count, timeout,
+                       lambda: f"only {len(self._kept)} of {count} requests reached the inspector "
+                               f"within {timeout} s: check the URL given to the sender "
+                               f"({self.url}/bin/...)")
+        return self.requests
 
     def clear(self) -> None:
         """Forget every kept request (ids keep counting up)."""

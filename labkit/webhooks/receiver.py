@@ -80,7 +80,7 @@ from urllib.parse import parse_qsl
 from tornado import httputil
 
 from labkit import lab
-from labkit.errors import LabkitError, LabLoopError, RejectedError
+from labkit.errors import LabkitError, RejectedError
 from labkit.trace import Trace
 from labkit.webhooks.providers import delivery_ids
 from labkit.wire import annotate, client_of
@@ -188,19 +188,15 @@ class WebhookReceiver(httputil.HTTPServerConnectionDelegate):
         Raises TimeoutError after ``timeout`` seconds, saying what did arrive.
         Call it from a notebook cell or a script, not from the lab loop.
         """
-        if lab.in_lab_thread():
-            raise LabLoopError("wait_for() would block the lab loop that receives the "
-                               "deliveries: call it from a cell or a script")
-        with self._changed:
-            if self._changed.wait_for(lambda: len(self._deliveries) >= count, timeout):
-                return list(self._deliveries)
-            got, rejected = len(self._deliveries), list(self._rejections)
-        last = f" (last: {rejected[-1].status} {rejected[-1].reason})" if rejected else ""
-        raise TimeoutError(
-            f"only {got} of {count} deliveries reached {self.path} within {timeout} s, "
-            f"and {len(rejected)} requests were rejected{last}: check the sender's URL, "
-            f"secret and clock, and receiver.rejections for the reasons"
-        )
+        def explain() -> str:
+            rejected = self._rejections
+            last = f" (last: {rejected[-1].status} {rejected[-1].reason})" if rejected else ""
+            return (f"only {len(self._deliveries)} of {count} deliveries reached {self.path} "
+                    f"within {timeout} s, and {len(rejected)} requests were rejected{last}: check "
+                    f"the sender's URL, secret and clock, and receiver.rejections for the reasons")
+
+        lab.wait_until(self._changed, lambda: len(self._deliveries) >= count, timeout, explain)
+        return self.deliveries
 
     # -- steps of a request, called by the exchange ----------------------------
 

@@ -79,7 +79,7 @@ from tornado.http1connection import HTTP1Connection, HTTP1ConnectionParameters
 from tornado.iostream import StreamClosedError
 
 from labkit import lab
-from labkit.errors import LabkitError, LabLoopError
+from labkit.errors import LabkitError
 from labkit.trace import Trace
 from labkit.webhooks.inspector import HOP_HEADERS, METHODS, CapturedRequest
 from labkit.wire import annotate, client_of
@@ -184,14 +184,10 @@ class Relay:
 
     def wait_for(self, count: int, timeout: float = 5.0) -> list[Exchange]:
         """Block until ``count`` exchanges are logged; return the log. Call it from a cell."""
-        if lab.in_lab_thread():
-            raise LabLoopError("wait_for() would block the lab loop the relay runs on: "
-                               "call it from a cell or a script")
-        with self._changed:
-            if self._changed.wait_for(lambda: self._next_id - 1 >= count, timeout):
-                return list(self._log)
-            got = self._next_id - 1
-        raise TimeoutError(f"only {got} of {count} requests passed the relay within {timeout} s")
+        lab.wait_until(self._changed, lambda: self._next_id - 1 >= count, timeout,
+                       lambda: f"only {self._next_id - 1} of {count} requests passed the relay "
+                               f"within {timeout} s")
+        return self.log
 
     def rules(self) -> list:
         """The one tornado rule: every path is forwarded."""
