@@ -341,3 +341,24 @@ def test_lab_clients_reach_lab_servers_by_ip_literal_and_by_name():
         assert lab.run(fetch(server.url + "/"), timeout=10) == b"hello"
         assert lab.run(fetch(f"http://localhost:{server.port}/"), timeout=10) == b"hello"
         assert lab.run(connect("127.0.0.1", server.port), timeout=10)
+
+
+def test_wait_until_returns_when_the_lab_loop_makes_progress_and_explains_a_timeout():
+    changed, items = threading.Condition(), []
+
+    async def add_later():
+        await asyncio.sleep(0.05)
+        with changed:
+            items.append(1)
+            changed.notify_all()
+
+    lab.submit(add_later())
+    lab.wait_until(changed, lambda: len(items) == 1, 5, lambda: "never")
+    with pytest.raises(TimeoutError, match="still 1"):
+        lab.wait_until(changed, lambda: len(items) == 2, 0.05, lambda: f"still {len(items)}")
+
+    async def on_the_loop():
+        lab.wait_until(changed, lambda: True, 1, lambda: "")
+
+    with pytest.raises(LabLoopError):
+        lab.run(on_the_loop())
