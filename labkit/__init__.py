@@ -11,7 +11,7 @@ import logging
 from labkit import lab, plots, queues
 from labkit.clock import REAL_TIME, Clock
 from labkit.errors import (DeliveryError, LabkitError, LabLoopError, PortInUseError,
-                           RejectedError, ServerStoppedError, SignatureError)
+                           RejectedError, SignatureError)
 from labkit.feed import Event, Feed, fixed_rate, play, poisson
 from labkit.lab import Server, run, serve, submit
 from labkit.trace import Record, Trace
@@ -19,7 +19,7 @@ from labkit.wire import CLIENT_HEADER, annotate
 
 __all__ = [
     "CLIENT_HEADER", "Clock", "DeliveryError", "Event", "Feed", "LabLoopError", "LabkitError",
-    "PortInUseError", "REAL_TIME", "Record", "RejectedError", "Server", "ServerStoppedError",
+    "PortInUseError", "REAL_TIME", "Record", "RejectedError", "Server",
     "SignatureError", "Trace", "annotate", "fixed_rate", "lab", "play", "plots", "poisson",
     "queues", "run", "serve", "submit",
 ]

@@ -12,7 +12,6 @@ __all__ = [
     "LabkitError",
     "PortInUseError",
     "LabLoopError",
-    "ServerStoppedError",
     "RejectedError",
     "SignatureError",
     "DeliveryError",
@@ -37,10 +36,6 @@ class PortInUseError(LabkitError):
 
 class LabLoopError(LabkitError):
     """The background lab loop was used in a way that cannot work."""
-
-
-class ServerStoppedError(LabkitError):
-    """An operation needs a running server but it has been stopped."""
 
 
 class RejectedError(LabkitError):

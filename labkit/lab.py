@@ -56,7 +56,7 @@ from tornado import httputil
 import tornado.netutil
 import tornado.web
 
-from labkit.errors import LabLoopError, PortInUseError, ServerStoppedError
+from labkit.errors import LabLoopError, PortInUseError
 from labkit.trace import Trace
 from labkit.wire import TracingDelegate
 
@@ -285,11 +285,6 @@ class Server:
             await asyncio.wait_for(self._http.close_all_connections(), STOP_TIMEOUT)
         except asyncio.TimeoutError:
             log.warning("server %s: connections still open after %s s", self.url, STOP_TIMEOUT)
-
-    def require_running(self) -> None:
-        """Raise :class:`ServerStoppedError` if the server was stopped."""
-        if self._stopped:
-            raise ServerStoppedError(f"the server at {self.url} was stopped: start a new one with serve()")
 
     def __enter__(self) -> "Server":
         return self
