@@ -63,7 +63,7 @@ def main() -> int:
                for i, once in enumerate(dedupers)]
     feed = Feed(args.seed)
     events = [feed.make("tick", {"n": n}) for n in range(args.events)]
-    sender = Sender(StandardWebhooksProvider(SECRET), [s.webhook_url for s in servers],
+    sender = Sender(StandardWebhooksProvider(SECRET), [s.endpoint_url for s in servers],
                     policy=FullJitter(base=1, cap=60, retries=args.retries),
                     clock=Clock(speedup=10_000), seed=args.seed,
                     concurrency=args.concurrency)
@@ -107,12 +107,12 @@ def check(sender: Sender, events, servers, processed: list[list[str]]) -> list[s
         broken.append(f"{stats['sent']} deliveries logged, expected {len(events) * len(servers)}")
     for server, done in zip(servers, processed):
         delivered = {e.event.id for e in sender.log.values()
-                     if e.url == server.webhook_url and e.state == DELIVERED}
+                     if e.url == server.endpoint_url and e.state == DELIVERED}
         twice = [id for id, n in Counter(done).items() if n > 1]
         if twice:
-            broken.append(f"{server.webhook_url}: {len(twice)} events processed twice")
+            broken.append(f"{server.endpoint_url}: {len(twice)} events processed twice")
         if delivered - set(done):
-            broken.append(f"{server.webhook_url}: {len(delivered - set(done))} delivered "
+            broken.append(f"{server.endpoint_url}: {len(delivered - set(done))} delivered "
                           f"events never processed")
     return broken
 

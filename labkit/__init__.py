@@ -8,21 +8,35 @@ recorder (``Trace``), the charts (``plots``) and the techniques
 
 import logging
 
-from labkit import lab, plots, queues
+from labkit import lab, techniques
 from labkit.clock import REAL_TIME, Clock
-from labkit.errors import (DeliveryError, LabkitError, LabLoopError, PortInUseError,
-                           RejectedError, SignatureError)
+from labkit.errors import (ClockError, CursorError, DeliveryError, FeedError, HubClosedError,
+                           LabkitError, LabLoopError, PolicyError, PortInUseError,
+                           RecordKindError, RejectedError, SignatureError,
+                           UnknownTechniqueError, UsageError, WaitTimeout)
 from labkit.feed import Event, Feed, fixed_rate, play, poisson
 from labkit.lab import Server, run, serve, submit
 from labkit.trace import Record, Trace
 from labkit.wire import CLIENT_HEADER, annotate
 
 __all__ = [
-    "CLIENT_HEADER", "Clock", "DeliveryError", "Event", "Feed", "LabLoopError", "LabkitError",
-    "PortInUseError", "REAL_TIME", "Record", "RejectedError", "Server",
-    "SignatureError", "Trace", "annotate", "fixed_rate", "lab", "play", "plots", "poisson",
-    "queues", "run", "serve", "submit",
+    "CLIENT_HEADER", "Clock", "ClockError", "CursorError", "DeliveryError", "Event", "Feed",
+    "FeedError", "HubClosedError", "LabLoopError", "LabkitError", "PolicyError",
+    "PortInUseError", "REAL_TIME", "Record", "RecordKindError", "RejectedError", "Server",
+    "SignatureError", "Trace", "UnknownTechniqueError", "UsageError", "WaitTimeout",
+    "annotate", "fixed_rate", "lab", "play", "plots", "poisson", "queues", "run", "serve",
+    "submit", "techniques",
 ]
+
+
+def __getattr__(name: str):
+    """``labkit.plots`` and ``labkit.queues`` load on first use: plotting pulls in
+    matplotlib and numpy (about half a second and 80 MB), which a script that
+    only serves or sends never needs."""
+    if name in ("plots", "queues"):
+        import importlib
+        return importlib.import_module(f"labkit.{name}")
+    raise AttributeError(f"module 'labkit' has no attribute {name!r}")
 
 logging.getLogger("labkit").addHandler(logging.NullHandler())
 # Tornado reports handler errors on its own loggers; with no handler anywhere,

@@ -26,13 +26,10 @@ import asyncio
 import math
 import time
 
-from labkit.errors import LabkitError
+from labkit.errors import ClockError
 
 __all__ = ["Clock", "ClockError", "REAL_TIME"]
 
-
-class ClockError(LabkitError, ValueError):
-    """A clock was created with an impossible speedup."""
 
 
 class Clock:

@@ -1,9 +1,12 @@
 """The one exception family of labkit.
 
 Every error the kit raises on purpose is a :class:`LabkitError`, so a student
-can catch them all with one ``except``. Each message says what went wrong and
-what to do next, because a stack trace from deep inside tornado teaches
-nothing.
+can catch them all with one ``except``. Where an error is also one of
+Python's own kinds (a bad argument, a wait that ran out), it is an instance
+of that built-in too, as in ``requests``: ``except ValueError`` and ``except
+TimeoutError`` keep working for code that never heard of labkit. Each message
+says what went wrong and what to do next, because a stack trace from deep
+inside tornado teaches nothing.
 """
 
 from __future__ import annotations
@@ -12,9 +15,19 @@ __all__ = [
     "LabkitError",
     "PortInUseError",
     "LabLoopError",
+    "WaitTimeout",
+    "UsageError",
     "RejectedError",
     "SignatureError",
     "DeliveryError",
+    "ClockError",
+    "FeedError",
+    "PolicyError",
+    "RecordKindError",
+    "UnknownTechniqueError",
+    "CursorError",
+    "HubError",
+    "HubClosedError",
 ]
 
 
@@ -38,10 +51,22 @@ class LabLoopError(LabkitError):
     """The background lab loop was used in a way that cannot work."""
 
 
-class RejectedError(LabkitError):
-    """A receiver refused an incoming request.
+class WaitTimeout(LabkitError, TimeoutError):
+    """A wait (``wait_for``, ``lab.run(timeout=...)``) ran out before what it waited for.
 
-    ``status`` is the HTTP status the receiver answers with, ``reason`` a
+    The message says what did happen, so a student can tell a slow server
+    from a wrong URL.
+    """
+
+
+class UsageError(LabkitError, TypeError):
+    """A labkit function was given arguments that do not fit together."""
+
+
+class RejectedError(LabkitError):
+    """A server refused an incoming request.
+
+    ``status`` is the HTTP status the server answers with, ``reason`` a
     short machine-readable word (``missing``, ``malformed``, ``mismatch``,
     ``stale``, ``future``, ``forbidden``, ``too_large`` ...) so rejections can
     be counted by cause; the message is the human explanation.
@@ -64,3 +89,43 @@ class SignatureError(RejectedError):
 
 class DeliveryError(LabkitError):
     """A webhook could not be delivered (used by senders and their logs)."""
+
+
+class ClockError(LabkitError, ValueError):
+    """A clock was created with an impossible speedup."""
+
+
+class FeedError(LabkitError, ValueError):
+    """An event, feed or schedule was asked for with impossible arguments."""
+
+
+class PolicyError(LabkitError, ValueError):
+    """A retry policy was given impossible arguments."""
+
+
+class RecordKindError(LabkitError, ValueError):
+    """A trace record kind that the trace does not know (see ``labkit.trace.KINDS``)."""
+
+
+class UnknownTechniqueError(LabkitError, ValueError):
+    """A technique name that is not in the kit's table (see ``labkit.techniques``)."""
+
+
+class CursorError(RejectedError, ValueError):
+    """A cursor (``?after=``, ``Last-Event-ID``) that is not a position in the hub.
+
+    Servers answer it with 400 and this message.
+    """
+
+    status = 400
+
+    def __init__(self, message: str):
+        super().__init__("bad_cursor", message)
+
+
+class HubError(LabkitError, ValueError):
+    """A hub was given an impossible history size, limit or wait."""
+
+
+class HubClosedError(LabkitError):
+    """The hub was closed (its server stopped) while a client waited on it, or before a publish."""

@@ -33,13 +33,10 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Iterable
 
 from labkit.clock import REAL_TIME, Clock
-from labkit.errors import LabkitError
+from labkit.errors import FeedError
 
-__all__ = ["Event", "Feed", "FeedError", "fixed_rate", "poisson", "play"]
+__all__ = ["Event", "Feed", "FeedError", "fixed_rate", "poisson", "play", "id_rule"]
 
-
-class FeedError(LabkitError, ValueError):
-    """An event, feed or schedule was asked for with impossible arguments."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +70,23 @@ class Event:
             ) from exc
 
 
+_ID_RULES: list[Callable[[Event], str]] = []
+
+
+def id_rule(rule: Callable[[Event], str]) -> Callable[[Event], str]:
+    """Register how a sender derives its own message id from an event.
+
+    Real providers give each delivery an id of their own (GitHub a GUID in
+    ``X-GitHub-Delivery``, Twilio a token). A provider simulator registers
+    its rule here (every :class:`labkit.webhooks.providers.Provider` subclass
+    does so on its own), and :meth:`Feed.find` then maps such an id back to
+    the event, so a receiver can measure latency without knowing any provider.
+    """
+    if rule not in _ID_RULES:
+        _ID_RULES.append(rule)
+    return rule
+
+
 _PREFIX = re.compile(r"[A-Za-z][A-Za-z0-9]*")
 
 
@@ -94,6 +108,9 @@ class Feed:
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._events: list[Event] = []
+        self._by_id: dict[str, Event] = {}
+        self._indexed = 0  # events (and rules) already in _by_id
+        self._rules_indexed = 0
 
     def make(self, type: str = "tick", payload: dict | None = None) -> Event:
         """Make the next event, remember it and return it.
@@ -111,6 +128,22 @@ class Feed:
                           type=type, payload=payload, created=time.monotonic(), seq=seq)
             self._events.append(event)
         return event
+
+    def find(self, message_id: str | None) -> Event | None:
+        """The event whose id, or an id a registered sender derived from it
+        (see :func:`id_rule`), is ``message_id``; None if there is none."""
+        if message_id is None:
+            return None
+        with self._lock:
+            if self._rules_indexed < len(_ID_RULES):  # a rule registered late: index anew
+                self._by_id.clear()
+                self._indexed, self._rules_indexed = 0, len(_ID_RULES)
+            for event in self._events[self._indexed:]:
+                self._by_id[event.id] = event
+                for rule in _ID_RULES:
+                    self._by_id[rule(event)] = event
+            self._indexed = len(self._events)
+            return self._by_id.get(message_id)
 
     @property
     def events(self) -> list[Event]:

@@ -56,11 +56,12 @@ from tornado import httputil
 import tornado.netutil
 import tornado.web
 
-from labkit.errors import LabLoopError, PortInUseError
+from labkit import techniques
+from labkit.errors import LabLoopError, PortInUseError, UsageError, WaitTimeout
 from labkit.trace import Trace
 from labkit.wire import TracingDelegate
 
-__all__ = ["Server", "serve", "run", "submit", "invoke", "shutdown", "is_running",
+__all__ = ["Server", "serve", "component", "run", "submit", "invoke", "shutdown", "is_running",
            "in_lab_thread", "running_servers", "http_client", "tcp_client", "wait_until"]
 
 log = logging.getLogger(__name__)
@@ -167,7 +168,8 @@ async def invoke(function: Callable, *args: Any) -> Any:
 
 def wait_until(changed: threading.Condition, ready: Callable[[], bool], timeout: float,
                explain: Callable[[], str]) -> None:
-    """Block a cell until ``ready()`` holds, or raise ``TimeoutError(explain())``.
+    """Block a cell until ``ready()`` holds, or raise :class:`~labkit.errors.WaitTimeout`
+    (a ``TimeoutError``) with ``explain()`` as its message.
 
     ``changed`` is the condition the lab-loop side notifies whenever it adds
     something; ``ready`` and ``explain`` run while holding it, so they see a
@@ -181,7 +183,7 @@ def wait_until(changed: threading.Condition, ready: Callable[[], bool], timeout:
         if changed.wait_for(ready, timeout):
             return
         message = explain()
-    raise TimeoutError(message)
+    raise WaitTimeout(message)
 
 
 def submit(work: Awaitable | Callable[[], Any]) -> concurrent.futures.Future:
@@ -215,14 +217,19 @@ def run(work: Awaitable | Callable[[], Any], timeout: float | None = None) -> An
         return future.result(timeout)
     except concurrent.futures.TimeoutError:
         future.cancel()
-        raise TimeoutError(f"lab work did not finish within {timeout} s and was cancelled") from None
+        raise WaitTimeout(f"lab work did not finish within {timeout} s and was cancelled") from None
 
 
 class Server:
-    """A tornado application listening on the lab loop. Use :func:`serve` to make one."""
+    """A component listening on the lab loop. Use :func:`serve` to make one.
 
-    def __init__(self, app: httputil.HTTPServerConnectionDelegate, sock: socket.socket,
-                 trace: Trace, technique: str):
+    ``server.component`` is what it serves (a receiver, a broker, an SSE
+    stream ...): the one place where faults, plots and lessons find it.
+    """
+
+    def __init__(self, component: Any, app: httputil.HTTPServerConnectionDelegate,
+                 sock: socket.socket, trace: Trace, technique: str):
+        self.component = component
         self.app = app
         self.trace = trace
         self.technique = technique
@@ -232,11 +239,17 @@ class Server:
         self._stopped = False
         self._stop_lock = threading.Lock()
         self._on_stop: list[Callable[[], Any]] = []
+        closer = getattr(component, "aclose", None)
+        if closer is not None:
+            self._on_stop.append(closer)
         if _LAB.in_thread():
             self._http.add_sockets([sock])
         else:
             run(lambda: self._http.add_sockets([sock]))
         _LAB.servers.add(self)
+        attached = getattr(component, "attached", None)
+        if attached is not None:
+            attached(self)
 
     @property
     def url(self) -> str:
@@ -245,12 +258,19 @@ class Server:
         return f"http://{host}:{self.port}"
 
     @property
+    def endpoint_url(self) -> str:
+        """Where a client should send its requests: the base URL plus the component's
+        ``path`` (``/webhook`` for a receiver, ``/events`` for an SSE stream), if it has one."""
+        return self.url + (getattr(self.component, "path", "") or "")
+
+    @property
     def running(self) -> bool:
         return not self._stopped
 
     def on_stop(self, callback: Callable[[], Any]) -> None:
         """Call ``callback`` (on the lab loop) when the server stops, before
-        connections are closed: techniques use it to wake held requests."""
+        connections are closed: techniques use it to wake held requests.
+        A component's own ``aclose`` is registered already."""
         self._on_stop.append(callback)
 
     def stop(self) -> None:
@@ -278,9 +298,7 @@ class Server:
     async def _close(self) -> None:
         self._http.stop()
         for callback in self._on_stop:
-            result = callback()
-            if asyncio.iscoroutine(result):
-                await result
+            await invoke(callback)
         try:
             await asyncio.wait_for(self._http.close_all_connections(), STOP_TIMEOUT)
         except asyncio.TimeoutError:
@@ -301,30 +319,39 @@ def _quiet_log(handler: tornado.web.RequestHandler) -> None:
     """Tornado's access log: silent, because the wire layer already traced the request."""
 
 
-def serve(app_or_handlers: httputil.HTTPServerConnectionDelegate | Iterable, *,
-          host: str = "127.0.0.1", port: int = 0, trace: Trace | None = None,
-          technique: str = "http", **settings: Any) -> Server:
-    """Start serving ``app_or_handlers`` on the lab loop and return the :class:`Server`.
+def serve(component: Any, *, host: str = "127.0.0.1", port: int = 0,
+          trace: Trace | None = None, technique: str | None = None,
+          **settings: Any) -> Server:
+    """Start serving ``component`` on the lab loop and return the :class:`Server`.
 
-    ``app_or_handlers`` is a ``tornado.web.Application``, a list of URL rules
-    (``[("/path", Handler), ...]``; extra keyword ``settings`` go to the
-    Application), or any other tornado ``HTTPServerConnectionDelegate`` that
-    answers every request itself (the webhook receiver does, to skip the
-    routing it does not need). ``port=0`` picks a free port. Every request and
-    response is recorded in ``trace`` (a new :class:`Trace` if not given, as
-    ``server.trace``) under ``technique``.
+    ``component`` is, in the kit's own shape, an object that names its
+    ``technique`` and offers its tornado URL ``rules()`` or is itself a
+    tornado connection delegate (the webhook receiver is, to skip routing it
+    does not need). It may also have a ``trace`` (used if ``trace`` is not
+    given; set to the server's trace either way), ``attached(server)``
+    (told its server once it listens, to learn its URL) and ``async
+    aclose()`` (awaited on stop, before connections close: release held
+    requests). For quick experiments ``component`` may instead be a list of
+    URL rules (``[("/path", Handler), ...]``) or a ``tornado.web.Application``;
+    then ``technique`` names them (default ``http``) and extra keyword
+    ``settings`` go to the Application.
+
+    ``port=0`` picks a free port. Every request and response is recorded in
+    the trace under the technique, which must be in :mod:`labkit.techniques`.
     """
-    if isinstance(app_or_handlers, tornado.web.Application):
-        app = app_or_handlers
-        app.settings.update(settings)
-    elif isinstance(app_or_handlers, httputil.HTTPServerConnectionDelegate):
-        if settings:
-            raise TypeError(f"settings {sorted(settings)} only apply to a tornado Application")
-        app = app_or_handlers
-    else:
-        app = tornado.web.Application(list(app_or_handlers), **settings)
-    if isinstance(app, tornado.web.Application):
-        app.settings["log_function"] = _quiet_log
+    named = getattr(component, "technique", None)
+    if named is not None and technique is not None and technique != named:
+        raise UsageError(f"the component names its technique ({named!r}): do not pass "
+                        f"technique={technique!r} as well")
+    technique = named or technique or "http"
+    techniques.get(technique)  # a misspelt name fails here, not in a chart later
+    app = _application(component, settings)
+    if trace is None:  # not `trace or ...`: an empty Trace has len 0, so it is falsy
+        trace = getattr(component, "trace", None)
+    if trace is None:
+        trace = Trace()
+    if hasattr(component, "trace"):
+        component.trace = trace
     try:
         sockets = tornado.netutil.bind_sockets(port, address=host)
     except OSError as exc:
@@ -333,7 +360,41 @@ def serve(app_or_handlers: httputil.HTTPServerConnectionDelegate | Iterable, *,
         raise
     for extra in sockets[1:]:
         extra.close()
-    return Server(app, sockets[0], trace if trace is not None else Trace(), technique)
+    return Server(component, app, sockets[0], trace, technique)
+
+
+def component(kind: type, given: Any = None, options: dict | None = None) -> Any:
+    """The component a ``serve_*`` helper serves, by one rule for every helper.
+
+    ``given`` already a ``kind``: it is used as it is (no ``options`` then).
+    Otherwise a new ``kind`` is made from ``options`` (with ``given`` as its
+    first argument if there is one, such as the relay's target URL).
+    """
+    options = options or {}
+    if isinstance(given, kind):
+        if options:
+            raise UsageError(f"pass either a {kind.__name__} or the options to make one "
+                            f"({', '.join(sorted(options))}), not both")
+        return given
+    return kind(**options) if given is None else kind(given, **options)
+
+
+def _application(component: Any, settings: dict) -> httputil.HTTPServerConnectionDelegate:
+    """What tornado's HTTP server is given for ``component`` (see :func:`serve`)."""
+    if isinstance(component, httputil.HTTPServerConnectionDelegate) and \
+            not isinstance(component, tornado.web.Application):
+        if settings:
+            raise UsageError(f"settings {sorted(settings)} only apply to URL rules or a "
+                             f"tornado Application, not to a connection delegate")
+        return component
+    if isinstance(component, tornado.web.Application):
+        app = component
+        app.settings.update(settings)
+    else:
+        rules = component.rules() if hasattr(component, "rules") else component
+        app = tornado.web.Application(list(rules), **settings)
+    app.settings["log_function"] = _quiet_log
+    return app
 
 
 class _LiteralResolver(tornado.netutil.Resolver):

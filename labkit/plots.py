@@ -9,15 +9,19 @@ leave it out to get a new figure. Times on the x axis are seconds since
 How to read each chart:
 
 :func:`timeline`
-    A swimlane (sequence) diagram, one row per participant: a ``server``
-    row per technique, then one row per client. Solid arrows up are
-    requests, dashed arrows down are responses. A wide pale bar on a client
-    row is a request the server held open (long polling); a narrow dark bar
-    is an open stream (SSE, a push subscription). ``|`` ticks are events
-    reaching the client, ``o`` marks a retry, a red ``x`` a drop. Polling
-    looks like a comb of arrows that mostly bring nothing; long polling like
-    pale bars that end when an event arrives; SSE like one dark bar with
-    ticks on it.
+    A swimlane (sequence) diagram, one row per participant: on top, stars
+    when events happen; then per technique its serving side (receiver,
+    server, push service) and one row per client. A request is an arrow
+    leaning up, its answer an arrow leaning back down, always a little
+    later, so even a sub-millisecond loopback exchange shows both; a faded
+    answer brought nothing new. A wide pale bar is a request the server held
+    open (long polling); a narrow dark bar a connection open from
+    ``connect`` to ``disconnect`` (SSE, a push subscription). Diamonds are
+    events reaching whoever learns of them, joined by a dotted line to the
+    star of when they happened: the length of that line is the latency.
+    ``o`` marks a retry, a red ``x`` a drop. Polling looks like a comb of
+    arrows that mostly bring nothing; long polling like pale bars that end
+    when an event arrives; SSE like one dark bar with diamonds on it.
 :func:`latency_cdf`
     For each technique, the share of events (y) that arrived within a given
     latency (x). Further left and steeper is better; a line that reaches 1.0
@@ -39,7 +43,7 @@ How to read each chart:
 Example::
 
     from labkit.plots import dashboard, timeline
-    timeline(trace, technique="long-polling")
+    timeline(trace, techniques=["long-polling"])
     dashboard(trace)
 """
 
@@ -50,6 +54,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.collections import PolyCollection
 from matplotlib.colors import to_rgba
@@ -58,8 +63,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, StepPatch
 from matplotlib.ticker import MaxNLocator
 
-from labkit.errors import LabkitError
-from labkit.trace import KINDS, Trace
+from labkit import techniques as _table
+from labkit.errors import LabkitError, RecordKindError
+from labkit.trace import KINDS, Record, Trace
 
 __all__ = [
     "technique_color",
@@ -71,36 +77,18 @@ __all__ = [
     "dashboard",
 ]
 
-_KNOWN_COLORS = {
-    "polling": "tab:blue",
-    "long-polling": "tab:orange",
-    "sse": "tab:green",
-    "webpush": "tab:purple",
-    "webhook": "tab:brown",
-    "websocket": "tab:pink",
-}
-# Red is kept for drops, so no technique gets it.
-# Only colours strong enough to read as a thin line on white.
-_SPARE_COLORS = ("tab:olive", "tab:cyan", "tab:gray", "#1f3d7a", "#8c6d31", "#2e7d32",
-                 "#6a1b9a", "#00695c", "#ad1457", "#4e342e")
-_spare_assigned: dict[str, str] = {}
-
 _UNITS = {"s": 1.0, "ms": 1e3, "us": 1e6}
 _HATCHES = ("", "//", "..", "xx", "\\\\", "++")
 _LINESTYLES = ("-", "--", ":", "-.")
 
 
 def technique_color(technique: str) -> str:
-    """The colour of ``technique`` in every chart.
+    """The colour of ``technique`` in every chart, from :mod:`labkit.techniques`.
 
-    Known techniques have a fixed colour; any other name gets the next spare
-    colour the first time it is seen and keeps it.
+    An unknown name raises :class:`~labkit.errors.UnknownTechniqueError`
+    rather than quietly getting a colour of its own.
     """
-    if technique in _KNOWN_COLORS:
-        return _KNOWN_COLORS[technique]
-    if technique not in _spare_assigned:
-        _spare_assigned[technique] = _SPARE_COLORS[len(_spare_assigned) % len(_SPARE_COLORS)]
-    return _spare_assigned[technique]
+    return _table.colour(technique)
 
 
 def _new_axes(ax: Axes | None, figsize: tuple[float, float]) -> Axes:
@@ -118,6 +106,15 @@ def _techniques(trace: Trace, techniques: Iterable[str] | None) -> list[str]:
     return trace.techniques() if techniques is None else list(techniques)
 
 
+def _known(name: str) -> bool:
+    """True if ``name`` is in the technique table (a dict of runs may use free labels)."""
+    try:
+        _table.get(name)
+    except LabkitError:
+        return False
+    return True
+
+
 def _plural(kind: str) -> str:
     return "retries" if kind == "retry" else f"{kind}s"
 
@@ -125,141 +122,232 @@ def _plural(kind: str) -> str:
 # -- timeline --------------------------------------------------------------
 
 
-def timeline(trace: Trace, *, ax: Axes | None = None,
-             technique: str | Sequence[str] | None = None,
+class _Lanes:
+    """The rows of a timeline: the event source on top, then per technique its
+    serving side and each of its clients, named for the part they play."""
+
+    def __init__(self, trace: Trace, techs: list[str], clients: Sequence[str] | None,
+                 source: bool):
+        self.rows: dict[tuple[str, str], int] = {}  # (technique, client) -> row; "" = server
+        self.labels: list[str] = ["events happen"] if source else []
+        self.techs = techs
+        for tech in techs:
+            row = _table.get(tech)
+            several = len(techs) > 1
+            self.rows[(tech, "")] = len(self.labels)
+            self.labels.append(f"{row.server} ({row.label})")
+            present = [c for c in trace.clients(tech) if c]
+            for client in present if clients is None else [c for c in clients if c in present]:
+                self.rows[(tech, client)] = len(self.labels)
+                self.labels.append(f"{client} ({row.label if several else row.client})")
+
+    def of(self, record: Record) -> int | None:
+        return self.rows.get((record.technique, record.client))
+
+
+class _Window:
+    """Which stretch of the trace is drawn, and how far apart an answer is put from
+    its request so both stay visible at loopback speed."""
+
+    def __init__(self, trace: Trace, records: list[Record], start: float | None,
+                 end: float | None):
+        self.origin = trace.t0 if start is None else start
+        self.lo = min(trace.t0, min(r.t for r in records)) if start is None else start
+        self.hi = max(r.t for r in records) if end is None else end
+        if self.hi <= self.lo:
+            self.hi = self.lo + 1.0
+        self.slant = 0.006 * (self.hi - self.lo)
+        """Horizontal run of one arrow: a request leans right on its way up, an
+        answer on its way down, so a sub-millisecond exchange is a visible ^."""
+
+    def x(self, t: float) -> float:
+        return t - self.origin
+
+    def holds(self, t: float) -> bool:
+        return self.lo <= t <= self.hi
+
+
+def timeline(trace: Trace, *, ax: Axes | None = None, techniques: Iterable[str] | None = None,
              clients: Sequence[str] | None = None, start: float | None = None,
              end: float | None = None, title: str = "Timeline", min_span: float = 0.05,
-             max_arrows: int | None = 400) -> Axes:
+             max_arrows: int | None = 400, source: bool = True) -> Axes:
     """Swimlane diagram of who sent what to whom, and when.
 
-    ``technique`` is one name or several (default: all); ``clients`` picks
-    and orders the client rows (default: all, in order of appearance; pick a
-    few to keep a big run readable). ``start``/``end`` bound the window on
-    the trace's clock (``Record.t``, e.g. ``trace.t0 + 2``); x is seconds
-    since ``start``, or since ``trace.t0`` without one. Responses open for at
-    least ``min_span`` seconds are drawn as held-request bars. At most
-    ``max_arrows`` request/response arrows are drawn, evenly sampled in time
-    (a note says so when some are left out); ``None`` draws them all. Bars,
-    ticks and markers are never capped.
+    Rows, top to bottom: ``events happen`` (a star when each delivered event
+    was created; ``source=False`` leaves it out), then for each technique its
+    serving side (``receiver``, ``server``, ``push service`` ...) and its
+    clients. A request is an arrow leaning up to the serving side; its
+    answer an arrow leaning back down, drawn at least one arrow's width
+    later so that a loopback exchange (well under a millisecond) still shows
+    both. A faded answer carried no news (an empty poll). A pale bar is a
+    request held open at least ``min_span`` seconds (long polling), a dark
+    bar a connection open between its ``connect`` and ``disconnect`` (SSE, a
+    push subscription). Diamonds are events reaching whoever learns of them,
+    ``o`` a retry, a red ``x`` a drop.
+
+    ``techniques`` picks and orders the technique groups (default: all);
+    ``clients`` picks and orders client rows. ``start``/``end`` bound the
+    window on the trace's clock (``trace.t0 + 2``). At most ``max_arrows``
+    arrows are drawn, evenly sampled in time (a note says so); ``None``
+    draws them all. Bars and markers are never capped.
     """
-    techs = [technique] if isinstance(technique, str) else _techniques(trace, technique)
+    techs = _techniques(trace, techniques)
     records = [r for r in trace.records() if r.technique in techs]
-
-    lanes: dict[tuple[str, str], int] = {}  # (technique, client) -> row; client "" is the server
-    labels: list[str] = []
-    for tech in techs:
-        lanes[(tech, "")] = len(labels)
-        labels.append(f"server ({tech})")
-        present = [c for c in trace.clients(tech) if c]
-        for client in present if clients is None else [c for c in clients if c in present]:
-            lanes[(tech, client)] = len(labels)
-            labels.append(client if len(techs) == 1 else f"{client} ({tech})")
-
-    ax = _new_axes(ax, (10, min(20, 1.5 + 0.4 * len(labels))))
+    lanes = _Lanes(trace, techs, clients, source)
+    ax = _new_axes(ax, (10, min(20, 1.5 + 0.4 * len(lanes.labels))))
     ax.set_title(title)
     ax.set_xlabel("time since start (s)" if start is not None else "time since trace start (s)")
-    ax.set_ylabel("participant")
+    ax.set_ylabel("who")
     if not records:
         _no_data(ax)
         return ax
+    window = _Window(trace, records, start, end)
+    drawn: dict[str, Artist] = {}  # legend label -> proxy, for what was really drawn
+    neutral = technique_color(techs[0]) if len(techs) == 1 else "0.35"
+    _draw_bars(ax, records, lanes, window, min_span, neutral, drawn)
+    _draw_exchanges(ax, records, lanes, window, max_arrows, neutral, drawn)
+    _draw_events(ax, records, lanes, window, source, neutral, drawn)
+    _draw_marks(ax, records, lanes, window, drawn)
+    _finish(ax, lanes, window, drawn)
+    return ax
 
-    origin = trace.t0 if start is None else start
-    lo = min(trace.t0, min(r.t for r in records)) if start is None else start
-    hi = max(r.t for r in records) if end is None else end
-    if hi <= lo:
-        hi = lo + 1.0
-    inside = [r for r in records if lo <= r.t <= hi and (r.technique, r.client) in lanes]
-    drawn: dict[str, object] = {}  # legend label -> proxy artist, for what was drawn
-    neutral = technique_color(techs[0]) if len(techs) == 1 else "0.35"  # legend colour
 
-    # Bars on client rows: held requests (wide, pale) and open streams (narrow, dark).
-    styles = {"held request": (0.5, 0.3), "open stream": (0.2, 0.8)}  # height, alpha
-    bars: dict[tuple[str, str], list] = {}  # (style, technique) -> rectangle corners
+def _draw_bars(ax: Axes, records: list[Record], lanes: _Lanes, window: _Window,
+               min_span: float, neutral: str, drawn: dict) -> None:
+    """Held requests (wide, pale) and connections open from connect to disconnect."""
+    styles = {"held request": (0.5, 0.3), "open connection": (0.2, 0.8)}  # height, alpha
+    bars: dict[tuple[str, str], list] = {}  # (style, technique) -> rectangles
 
-    def add_bar(style: str, key: tuple[str, str], a: float, b: float) -> None:
-        a, b = max(a, lo) - origin, min(b, hi) - origin
-        if b > a:
-            y, half = lanes[key], styles[style][0] / 2
-            bars.setdefault((style, key[0]), []).append(
-                [(a, y - half), (a, y + half), (b, y + half), (b, y - half)])
+    def add(style: str, record: Record, a: float, b: float) -> None:
+        a, b = window.x(max(a, window.lo)), window.x(min(b, window.hi))
+        row = lanes.of(record)
+        if b > a and row is not None:
+            half = styles[style][0] / 2
+            bars.setdefault((style, record.technique), []).append(
+                [(a, row - half), (a, row + half), (b, row + half), (b, row - half)])
 
     opened: dict[tuple[str, str], float] = {}
     for r in sorted(records, key=lambda r: r.t):
-        key = (r.technique, r.client)
-        if not r.client or key not in lanes:
+        if not r.client:
             continue
         if r.kind == "response" and r.duration is not None and r.duration >= min_span:
-            add_bar("held request", key, r.t - r.duration, r.t)
+            add("held request", r, r.t - r.duration, r.t)
         elif r.kind == "connect":
-            opened.setdefault(key, r.t)
-        elif r.kind == "disconnect":  # one without a connect was open since the window began
-            add_bar("open stream", key, opened.pop(key, lo), r.t)
-    for key, t in opened.items():  # never closed: open to the end
-        add_bar("open stream", key, t, hi)
+            opened.setdefault((r.technique, r.client), r.t)
+        elif r.kind == "disconnect" and (r.technique, r.client) in opened:
+            add("open connection", r, opened.pop((r.technique, r.client)), r.t)
+    by_key = {(r.technique, r.client): r for r in records}
+    for key, t in opened.items():  # never closed: open to the end of the window
+        add("open connection", by_key[key], t, window.hi)
     for (style, tech), rects in bars.items():
         alpha = styles[style][1]
         ax.add_collection(PolyCollection(rects, facecolors=technique_color(tech), alpha=alpha,
                                          zorder=1, gid=style))
         drawn[style] = Patch(facecolor=neutral, alpha=alpha, label=style)
 
-    # Arrows: requests up to the server row, responses back down.
-    arrows = sorted((r.t, r.kind, r.technique, r.client) for r in inside
-                    if r.kind in ("request", "response") and r.client)
-    shown = arrows
+
+def _draw_exchanges(ax: Axes, records: list[Record], lanes: _Lanes, window: _Window,
+                    max_arrows: int | None, neutral: str, drawn: dict) -> None:
+    """Requests leaning up to the serving side, answers leaning back down after them."""
+    arrows = []  # (t drawn, kind, record)
+    for r in records:
+        if r.kind not in ("request", "response") or not r.client or lanes.of(r) is None:
+            continue
+        t = r.t
+        if r.kind == "response" and r.duration is not None:  # never on top of its request
+            t = max(r.t, r.t - r.duration + window.slant)
+        if window.holds(r.t):
+            arrows.append((t, r.kind, r))
+    arrows.sort(key=lambda a: a[0])
     if max_arrows is not None and len(arrows) > max_arrows:
-        shown = [arrows[i] for i in np.linspace(0, len(arrows) - 1, max_arrows).round().astype(int)]
-        ax.text(1.0, 1.01, f"arrows: {len(shown)} of {len(arrows)} shown", transform=ax.transAxes,
-                ha="right", va="bottom", fontsize="small", color="0.4")
-    for t, kind, tech, client in shown:
-        rows = (lanes[(tech, client)], lanes[(tech, "")])
-        tail, head = rows if kind == "request" else rows[::-1]
-        ax.annotate("", xy=(t - origin, head), xytext=(t - origin, tail), zorder=2, gid=kind,
-                    arrowprops=dict(arrowstyle="-|>", mutation_scale=8, linewidth=0.8,
-                                    shrinkA=0, shrinkB=0, color=technique_color(tech),
+        picks = np.linspace(0, len(arrows) - 1, max_arrows).round().astype(int)
+        ax.text(1.0, 1.01, f"arrows: {max_arrows} of {len(arrows)} shown",
+                transform=ax.transAxes, ha="right", va="bottom", fontsize="small", color="0.4")
+        arrows = [arrows[i] for i in picks]
+    for t, kind, r in arrows:
+        client, server = lanes.of(r), lanes.rows[(r.technique, "")]
+        empty = kind == "response" and r.events == 0
+        tail, head = (client, server) if kind == "request" else (server, client)
+        x = window.x(t)
+        ax.annotate("", xy=(x + window.slant, head), xytext=(x, tail), zorder=2,
+                    gid="empty response" if empty else kind,
+                    arrowprops=dict(arrowstyle="-|>", mutation_scale=9, linewidth=0.9,
+                                    shrinkA=0, shrinkB=0, color=technique_color(r.technique),
+                                    alpha=0.35 if empty else 1.0,
                                     linestyle="-" if kind == "request" else "--"))
-    for kind, label, marker, style in (("request", "request (client → server)", "^", "-"),
-                                       ("response", "response (server → client)", "v", "--")):
-        if any(a[1] == kind for a in shown):
-            drawn[label] = Line2D([], [], color=neutral, linestyle=style, marker=marker,
+    answers = [a[2] for a in arrows if a[1] == "response"]
+    shown = {"request (up to the server)": ("-", 1.0, any(a[1] == "request" for a in arrows)),
+             "answer (back down)": ("--", 1.0, any(r.events != 0 for r in answers)),
+             "answer with nothing new": ("--", 0.35, any(r.events == 0 for r in answers))}
+    for label, (style, alpha, present) in shown.items():
+        if present:
+            drawn[label] = Line2D([], [], color=neutral, linestyle=style, alpha=alpha,
                                   label=label)
 
-    # Points: delivered events per technique, then retries and drops.
-    def place(rs: list) -> tuple[list[float], list[int]]:
-        return [r.t - origin for r in rs], [lanes[(r.technique, r.client)] for r in rs]
 
-    for tech in techs:
-        events = [r for r in inside if r.kind == "event" and r.technique == tech]
-        if events:
-            ax.plot(*place(events), linestyle="none", marker="|", markersize=12,
-                    markeredgewidth=1.5, color=technique_color(tech), zorder=3, gid="event")
-            drawn["event delivered"] = Line2D([], [], color=neutral, linestyle="none", marker="|",
-                                              markersize=12, markeredgewidth=1.5,
-                                              label="event delivered")
+def _draw_events(ax: Axes, records: list[Record], lanes: _Lanes, window: _Window,
+                 source: bool, neutral: str, drawn: dict) -> None:
+    """Diamonds where events are learned; stars when they happened, joined by a dotted line."""
+    delivered = [r for r in records if r.kind == "event" and window.holds(r.t)
+                 and lanes.of(r) is not None]
+    for tech in lanes.techs:
+        mine = [r for r in delivered if r.technique == tech]
+        if mine:
+            ax.plot([window.x(r.t) for r in mine], [lanes.of(r) for r in mine],
+                    linestyle="none", marker="D", markersize=6, markeredgecolor="k",
+                    markeredgewidth=0.6, color=technique_color(tech), zorder=4, gid="event")
+    if delivered:
+        drawn["event learned"] = Line2D([], [], linestyle="none", marker="D", markersize=6,
+                                        markeredgecolor="k", color=neutral,
+                                        label="event learned")
+    happened = [r for r in delivered if source and r.latency is not None]
+    if not happened:
+        return
+    created = {r.event_id or id(r): r.t - r.latency for r in happened}
+    ax.plot([window.x(t) for t in created.values()], [0] * len(created), linestyle="none",
+            marker="*", markersize=10, color="goldenrod", zorder=4, gid="event created")
+    drawn["event happens"] = Line2D([], [], linestyle="none", marker="*", markersize=10,
+                                    color="goldenrod", label="event happens")
+    if len(happened) <= 60:  # a few dotted waits teach; hundreds only hide the arrows
+        for r in happened:
+            ax.plot([window.x(r.t - r.latency), window.x(r.t)], [0, lanes.of(r)], color="0.6",
+                    linestyle=":", linewidth=0.8, zorder=1, gid="wait")
+
+
+def _draw_marks(ax: Axes, records: list[Record], lanes: _Lanes, window: _Window,
+                drawn: dict) -> None:
+    """Retries and drops, on the row of whoever they happened to."""
     for kind, style in (("retry", dict(marker="o", markerfacecolor="none", markeredgecolor="k")),
                         ("drop", dict(marker="x", color="red", markeredgewidth=1.5))):
-        points = [r for r in inside if r.kind == kind]
+        points = [(window.x(r.t), lanes.of(r) if r.client else lanes.rows[(r.technique, "")])
+                  for r in records if r.kind == kind and window.holds(r.t)]
+        points = [(x, y) for x, y in points if y is not None]
         if points:
-            ax.plot(*place(points), linestyle="none", zorder=4, gid=kind, **style)
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, linestyle="none", zorder=5, gid=kind, **style)
             drawn[kind] = Line2D([], [], linestyle="none", label=kind, **style)
 
-    ax.hlines(range(len(labels)), lo - origin, hi - origin, color="0.9", linewidth=0.6, zorder=0)
-    for tech in techs[1:]:
-        ax.axhline(lanes[(tech, "")] - 0.5, color="0.6", linewidth=0.8)
-    ax.set_yticks(range(len(labels)), labels)
-    ax.set_ylim(len(labels) - 0.5, -0.5)  # first row on top
-    pad = 0.02 * (hi - lo)
-    ax.set_xlim(lo - origin - pad, hi - origin + pad)
-    ax.grid(axis="x", alpha=0.3)
 
+def _finish(ax: Axes, lanes: _Lanes, window: _Window, drawn: dict) -> None:
+    """Row labels, separators between technique groups, limits and the legend."""
+    lo, hi = window.x(window.lo), window.x(window.hi)
+    ax.hlines(range(len(lanes.labels)), lo, hi, color="0.9", linewidth=0.6, zorder=0)
+    for tech in lanes.techs[1:] if lanes.labels[:1] != ["events happen"] else lanes.techs:
+        ax.axhline(lanes.rows[(tech, "")] - 0.5, color="0.6", linewidth=0.8)
+    ax.set_yticks(range(len(lanes.labels)), lanes.labels)
+    ax.set_ylim(len(lanes.labels) - 0.5, -0.5)  # first row on top
+    pad = 0.02 * (hi - lo)
+    ax.set_xlim(lo - pad, hi + pad + window.slant)
+    ax.grid(axis="x", alpha=0.3)
     handles = list(drawn.values())
-    if len(techs) > 1:
-        handles += [Patch(color=technique_color(t), label=t) for t in techs]
+    if len(lanes.techs) > 1:
+        handles += [Patch(color=technique_color(t), label=_table.label(t))
+                    for t in lanes.techs]
     if handles:
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0),
                   borderaxespad=0, fontsize="small")
     else:
         _no_data(ax, "nothing in this window")
-    return ax
 
 
 # -- latency ---------------------------------------------------------------
@@ -272,7 +360,7 @@ def latency_cdf(trace: Trace | Mapping[str, Sequence[float]], *,
     """Empirical CDF of delivery latency, one step line per technique.
 
     ``trace`` may also be a dict ``{label: latencies in seconds}`` to compare
-    runs. ``techniques`` picks and orders the lines; ``unit`` is ``"s"``,
+    runs (a label that names a technique gets its colour). ``techniques`` picks and orders the lines; ``unit`` is ``"s"``,
     ``"ms"`` or ``"us"``. ``log=True`` puts latency on a log scale, so a
     technique measured in milliseconds and one measured in seconds both stay
     readable on one axis. Lines with no latencies are left out.
@@ -282,8 +370,10 @@ def latency_cdf(trace: Trace | Mapping[str, Sequence[float]], *,
     if isinstance(trace, Mapping):
         names = list(trace) if techniques is None else list(techniques)
         series = {name: list(trace.get(name, ())) for name in names}
+        colours = {name: _table.colour(name) if _known(name) else None for name in names}
     else:
         series = {name: trace.latencies(name) for name in _techniques(trace, techniques)}
+        colours = {name: technique_color(name) for name in series}
 
     ax = _new_axes(ax, (7, 4))
     ax.set_title(title)
@@ -297,8 +387,8 @@ def latency_cdf(trace: Trace | Mapping[str, Sequence[float]], *,
         xs = np.sort(np.asarray(values, dtype=float)) * _UNITS[unit]
         ys = np.arange(1, len(xs) + 1) / len(xs)
         p50 = xs[math.ceil(len(xs) / 2) - 1]  # nearest rank, as Trace.latency_percentiles
-        ax.step(np.r_[xs[0], xs], np.r_[0.0, ys], where="post", color=technique_color(name),
-                label=f"{name} (p50 {p50:.3g} {unit})")
+        ax.step(np.r_[xs[0], xs], np.r_[0.0, ys], where="post", color=colours[name],
+                label=f"{_table.label(name) if _known(name) else name} (p50 {p50:.3g} {unit})")
     if log:
         ax.set_xscale("log")
     if ax.get_lines():
@@ -321,7 +411,7 @@ def request_counts(trace: Trace, *, techniques: Iterable[str] | None = None,
     kinds = tuple(kinds)
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
-        raise LabkitError(f"unknown record kind {unknown[0]!r}: use one of {', '.join(KINDS)}")
+        raise RecordKindError(f"unknown record kind {unknown[0]!r}: use one of {', '.join(KINDS)}")
     techs = _techniques(trace, techniques)
 
     ax = _new_axes(ax, (max(4.0, 2 + 1.2 * len(techs)), 4))
@@ -340,7 +430,7 @@ def request_counts(trace: Trace, *, techniques: Iterable[str] | None = None,
                       color=[technique_color(t) for t in techs], edgecolor="white",
                       hatch=_HATCHES[i % len(_HATCHES)], label=kind)
         ax.bar_label(bars, fontsize="small")
-    ax.set_xticks(x, techs)
+    ax.set_xticks(x, [_table.label(t) for t in techs])
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.margins(y=0.12)
     if len(kinds) > 1:
@@ -371,7 +461,7 @@ def bytes_chart(trace: Trace, *, techniques: Iterable[str] | None = None,
                   color=[technique_color(t) for t in techs])
     ax.bar_label(bars, [f"{v:,.0f} B" if math.isfinite(v) else "no events" for v in values],
                  fontsize="small")
-    ax.set_xticks(range(len(techs)), techs)
+    ax.set_xticks(range(len(techs)), [_table.label(t) for t in techs])
     ax.margins(y=0.12)
     return ax
 
@@ -379,37 +469,35 @@ def bytes_chart(trace: Trace, *, techniques: Iterable[str] | None = None,
 # -- over time -------------------------------------------------------------
 
 
-def rate_over_time(trace: Trace, *, kind: str = "request", technique: str | None = None,
-                   bin_width: float = 1.0, ax: Axes | None = None, title: str | None = None,
+def rate_over_time(trace: Trace, *, kind: str = "request",
+                   techniques: Iterable[str] | None = None, bin_width: float = 1.0,
+                   ax: Axes | None = None, title: str | None = None,
                    label: str | None = None) -> Axes:
     """Step line of how many ``kind`` records fell in each ``bin_width``-second bin.
 
-    Call again with the same ``ax`` to overlay another technique or run; a
-    repeated colour gets a new line style. ``label`` names the line (default:
-    the technique, or "all techniques").
+    One line per technique in ``techniques``, or one line for all records
+    when it is None. Call again with the same ``ax`` to overlay another run;
+    a repeated colour gets a new line style. ``label`` names the lines
+    (default: each technique's label, or "all techniques").
     """
     if kind not in KINDS:
-        raise LabkitError(f"unknown record kind {kind!r}: use one of {', '.join(KINDS)}")
+        raise RecordKindError(f"unknown record kind {kind!r}: use one of {', '.join(KINDS)}")
     if not bin_width > 0:
         raise LabkitError(f"bin_width must be a positive number of seconds, not {bin_width!r}")
     noun = _plural(kind)
-    times = np.array([r.t - trace.t0 for r in trace.records(kind=kind, technique=technique)])
-
     ax = _new_axes(ax, (8, 3.5))
     ax.set_title(title or f"{noun.capitalize()} over time")
     ax.set_xlabel("time since trace start (s)")
     ax.set_ylabel(f"{noun} per second" if bin_width == 1 else f"{noun} per {bin_width:g} s")
-    if not len(times):
+    lines = [None] if techniques is None else list(techniques)
+    for tech in lines:
+        times = np.array([r.t - trace.t0 for r in trace.records(kind=kind, technique=tech)])
+        if len(times):
+            name = label or (_table.label(tech) if tech else "all techniques")
+            _stairs(ax, times, bin_width, technique_color(tech) if tech else "0.2", name)
+    if not ax.patches:
         _no_data(ax, f"no {noun} recorded")
         return ax
-    index = np.floor(times / bin_width).astype(int)
-    counts = np.bincount(index - index.min())
-    edges = (index.min() + np.arange(len(counts) + 1)) * bin_width
-    color = technique_color(technique) if technique else "0.2"
-    same = sum(1 for p in ax.patches
-               if isinstance(p, StepPatch) and p.get_edgecolor() == to_rgba(color))
-    ax.stairs(counts, edges, color=color, linestyle=_LINESTYLES[same % len(_LINESTYLES)],
-              linewidth=1.5, label=label or technique or "all techniques")
     # Fix the floor at 0 but let the top follow every series drawn so far, so a
     # taller run overlaid later is not cut off.
     ax.relim()
@@ -421,6 +509,17 @@ def rate_over_time(trace: Trace, *, kind: str = "request", technique: str | None
     return ax
 
 
+def _stairs(ax: Axes, times: np.ndarray, bin_width: float, color: str, label: str) -> None:
+    """One binned count line; a colour already on ``ax`` gets the next line style."""
+    index = np.floor(times / bin_width).astype(int)
+    counts = np.bincount(index - index.min())
+    edges = (index.min() + np.arange(len(counts) + 1)) * bin_width
+    same = sum(1 for p in ax.patches
+               if isinstance(p, StepPatch) and p.get_edgecolor() == to_rgba(color))
+    ax.stairs(counts, edges, color=color, linestyle=_LINESTYLES[same % len(_LINESTYLES)],
+              linewidth=1.5, label=label)
+
+
 # -- all together ----------------------------------------------------------
 
 
@@ -428,7 +527,7 @@ def dashboard(trace: Trace, techniques: Iterable[str] | None = None) -> Figure:
     """A 2x2 figure: timeline, latency CDF, request counts and bytes."""
     techs = _techniques(trace, techniques)
     fig, axes = plt.subplots(2, 2, figsize=(15, 10), layout="constrained")
-    timeline(trace, ax=axes[0, 0], technique=techs)
+    timeline(trace, ax=axes[0, 0], techniques=techs)
     latency_cdf(trace, techniques=techs, ax=axes[0, 1])
     request_counts(trace, techniques=techs, ax=axes[1, 0])
     bytes_chart(trace, techniques=techs, ax=axes[1, 1])

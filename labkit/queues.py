@@ -49,7 +49,7 @@ Python side:
 :class:`Broker`
     The queues and their counters; ``rules()`` mounts the endpoints.
 :func:`serve_broker`
-    Starts a broker on the lab loop; ``server.broker`` is the broker.
+    Starts a broker on the lab loop; ``server.component`` is the broker.
 :class:`Consumer`
     A worker service on the lab loop: receive, ``process(message)``, ack,
     again. ``concurrency`` workers run side by side.
@@ -91,16 +91,16 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any, Callable
 
-import tornado.locks
 import tornado.web
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from labkit import lab
-from labkit.errors import LabkitError, RejectedError
+from labkit.endpoints import BodyHandler, Handler, NotFound
+from labkit.errors import HubClosedError, LabkitError, RejectedError
 from labkit.feed import Event, FeedError
+from labkit.hub import Hub
 from labkit.trace import Trace
 from labkit.wire import CLIENT_HEADER, annotate, client_of
 
@@ -160,7 +160,8 @@ class _Queue:
         self.leased: set[str] = set()           # ids of those that may be in flight
         self.counts = collections.Counter()
         self.history: collections.deque[Snapshot] = collections.deque(maxlen=100_000)
-        self.changed = tornado.locks.Condition()
+        self.hub = Hub(history=1, name="publishes")
+        """Wakes held receives: every publish goes through it (the ids, not the bodies)."""
 
     def sizes(self, now: float) -> tuple[int, int]:
         """(waiting, in flight). Forgets leases that have run out, so it costs O(in flight)."""
@@ -201,14 +202,14 @@ class Broker:
         self._lock = threading.Lock()
         self._queues: dict[str, _Queue] = {}
         self._ids = 0
-        self._held = 0  # receives waiting right now
 
     def rules(self) -> list:
         """Tornado URL rules for the broker's endpoints (the table in the module docstring)."""
         args = {"broker": self}
         return [(rf"/queues/({NAME})/stats", _StatsHandler, args),
                 (rf"/queues/({NAME})/({NAME})", _AckHandler, args),
-                (rf"/queues/({NAME})", _QueueHandler, args)]
+                (rf"/queues/({NAME})", _QueueHandler, args),
+                (r".*", NotFound, {"routes": _ROUTES})]
 
     # -- reading, from anywhere -------------------------------------------
 
@@ -237,11 +238,7 @@ class Broker:
         """Answer every held receive with 503 and refuse new requests (runs on server stop)."""
         self.closed = True
         for queue in list(self._queues.values()):
-            queue.changed.notify_all()
-        for _ in range(100):  # give the woken handlers a moment (at most 1 s) to answer
-            if not self._held:
-                break
-            await asyncio.sleep(0.01)
+            await queue.hub.aclose()
 
     # -- the operations, on the lab loop -----------------------------------
 
@@ -264,7 +261,7 @@ class Broker:
             queue.messages[message.id] = message
             queue.counts["published"] += 1
             self._snapshot(queue, time.monotonic())
-        queue.changed.notify_all()
+        queue.hub.publish(message.id)
         return message.id
 
     def _receive(self, name: str, limit: int) -> tuple[list[Message], float]:
@@ -305,20 +302,15 @@ class Broker:
         return f"<Broker queues={self.queues()}>"
 
 
-def serve_broker(*, trace: Trace | None = None, port: int = 0, visibility_timeout: float = 30.0,
-                 **broker_kwargs: Any) -> lab.Server:
-    """Start a :class:`Broker` on the lab loop; ``broker_kwargs`` go to :class:`Broker`.
+def serve_broker(broker: Broker | None = None, *, trace: Trace | None = None, port: int = 0,
+                 **options: Any) -> lab.Server:
+    """Serve ``broker`` (or a new :class:`Broker` made from ``options``) on the lab loop.
 
-    Returns the :class:`~labkit.lab.Server`, with ``server.broker``. Stopping
-    the server answers held receives with 503 before closing connections.
+    One line over :func:`labkit.lab.serve`: ``server.component`` is the
+    broker. Stopping the server answers held receives with 503 before
+    closing connections.
     """
-    broker = Broker(visibility_timeout=visibility_timeout, **broker_kwargs)
-    broker.trace = trace if trace is not None else Trace()
-    server = lab.serve(broker.rules(), trace=broker.trace, port=port, technique=broker.technique,
-                       default_handler_class=_NotFound, default_handler_args={"routes": _ROUTES})
-    server.on_stop(broker.aclose)
-    server.broker = broker
-    return server
+    return lab.serve(lab.component(Broker, broker, options), trace=trace, port=port)
 
 
 _ROUTES = ("POST /queues/<name>, GET /queues/<name>?wait=&max=, DELETE /queues/<name>/<id>, "
@@ -328,86 +320,10 @@ _ROUTES = ("POST /queues/<name>, GET /queues/<name>?wait=&max=, DELETE /queues/<
 # -- the handlers ----------------------------------------------------------------
 
 
-class _Handler(tornado.web.RequestHandler):
-    """What every endpoint shares: JSON answers, refusals noted in the trace."""
-
-    def answer(self, status: int, payload: Any = None) -> None:
-        self.set_status(status)
-        if payload is None:
-            self.clear_header("Content-Type")
-            self.finish()
-        else:
-            self.set_header("Content-Type", "application/json")
-            self.finish(json.dumps(payload))
-
-    def refuse(self, exc: RejectedError) -> None:
-        annotate(self, detail=f"{exc.reason}: {exc}")
-        self.answer(exc.status, {"error": str(exc)})
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        """Tornado's own errors (405, a bug in a handler: 500) in the same JSON shape."""
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        message = getattr(exc, "log_message", None) or self._reason
-        if status_code == 405:
-            allowed = [m for m in ("GET", "POST", "DELETE")
-                       if getattr(type(self), m.lower()) is not getattr(_Handler, m.lower())]
-            self.set_header("Allow", ", ".join(allowed))
-            message = (f"{self.request.method} is not allowed on {self.request.path}: "
-                       f"use {' or '.join(allowed)}")
-        annotate(self, detail=f"{status_code} {self._reason}: {message}")
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"error": message}))
-
-
-class _NotFound(_Handler):
-    def initialize(self, routes: str) -> None:
-        self.routes = routes
-
-    def prepare(self) -> None:
-        self.refuse(RejectedError("no_route", f"no endpoint {self.request.method} "
-                                  f"{self.request.path}: this server answers {self.routes}",
-                                  status=404))
-
-
-@tornado.web.stream_request_body
-class _TextBodyHandler(_Handler):
-    """Reads a text body of at most ``max_body`` bytes (413 above, 400 if not UTF-8)."""
-
-    max_body = MAX_BODY
-
-    def initialize(self, **kwargs: Any) -> None:
-        self.chunks = bytearray()
-        self.received = 0
-
-    def prepare(self) -> None:
-        declared = self.request.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > self.max_body:
-            self.refuse(self.too_large(int(declared)))
-
-    def data_received(self, chunk: bytes) -> None:
-        self.received += len(chunk)
-        if self.received <= self.max_body:  # past the limit, count but do not keep
-            self.chunks.extend(chunk)
-
-    def too_large(self, size: int) -> RejectedError:
-        return RejectedError("too_large", f"body of {size} bytes exceeds the "
-                             f"{self.max_body}-byte limit", status=413)
-
-    def text(self) -> str:
-        if self.received > self.max_body:
-            raise self.too_large(self.received)
-        try:
-            return bytes(self.chunks).decode("utf-8")
-        except UnicodeDecodeError:
-            raise RejectedError("not_text", "the body must be UTF-8 text (JSON, say): "
-                                "encode binary data as base64 first", status=400) from None
-
-
-class _QueueHandler(_TextBodyHandler):
+class _QueueHandler(BodyHandler):
     """``POST`` publishes, ``GET`` receives (a long poll when ``wait`` > 0)."""
 
     def initialize(self, broker: Broker) -> None:
-        super().initialize()
         self.broker = broker
         self.max_body = broker.max_body
         self.waiting: asyncio.Future | None = None
@@ -432,22 +348,23 @@ class _QueueHandler(_TextBodyHandler):
         broker = self.broker
         deadline = time.monotonic() + wait
         batch: list[Message] = []
+        hub = broker._queue(name).hub
         for _ in range(_MAX_WAKEUPS):
             if broker.closed:
                 return self.refuse(_stopping())
+            cursor = hub.last_id
             batch, next_expiry = broker._receive(name, limit)
             now = time.monotonic()
             if batch or now >= deadline:
                 break
-            self.waiting = broker._queue(name).changed.wait(
-                timeout=timedelta(seconds=min(deadline, next_expiry) - now))
-            broker._held += 1
+            # Hold until a publish, or until a lease runs out or the wait ends.
+            self.waiting = asyncio.ensure_future(hub.wait(cursor, min(deadline, next_expiry) - now))
             try:
                 await self.waiting
             except asyncio.CancelledError:  # the client went away: nothing to answer
                 return
-            finally:
-                broker._held -= 1
+            except HubClosedError:  # the broker is stopping
+                return self.refuse(_stopping())
         client = client_of(self)
         for message in batch:
             if message.attempts > 1 and broker.trace is not None:
@@ -461,7 +378,7 @@ class _QueueHandler(_TextBodyHandler):
             self.waiting.cancel()
 
 
-class _AckHandler(_Handler):
+class _AckHandler(Handler):
     """``DELETE`` acks one message."""
 
     def initialize(self, broker: Broker) -> None:
@@ -476,7 +393,7 @@ class _AckHandler(_Handler):
         self.answer(204)
 
 
-class _StatsHandler(_Handler):
+class _StatsHandler(Handler):
     """``GET`` a queue's counters."""
 
     def initialize(self, broker: Broker) -> None:
@@ -725,6 +642,11 @@ class DirectService:
     def running(self) -> bool:
         return self.server is not None and self.server.running
 
+    def rules(self) -> list:
+        """The one endpoint, ``POST <path>``, then 404 for anything else."""
+        return [(re.escape(self.path), _WorkHandler, {"service": self}),
+                (r".*", NotFound, {"routes": f"POST {self.path}"})]
+
     @property
     def url(self) -> str:
         """The endpoint's full URL, e.g. ``http://127.0.0.1:54321/work``."""
@@ -734,10 +656,7 @@ class DirectService:
         """Serve on the lab loop (on the same port as before, after a stop)."""
         if self.running:
             raise LabkitError("this service is already running: stop() it first")
-        self.server = lab.serve([(re.escape(self.path), _WorkHandler, {"service": self})],
-                                trace=self.trace, port=self.port, technique=self.technique,
-                                default_handler_class=_NotFound,
-                                default_handler_args={"routes": f"POST {self.path}"})
+        self.server = lab.serve(self, port=self.port)
         self.port = self.server.port
         return self
 
@@ -767,11 +686,10 @@ class DirectService:
         return f"<DirectService {self.url} {state}, {len(self.calls)} calls>"
 
 
-class _WorkHandler(_TextBodyHandler):
+class _WorkHandler(BodyHandler):
     """``POST`` runs the service's ``process`` and answers when it is done."""
 
     def initialize(self, service: DirectService) -> None:
-        super().initialize()
         self.service = service
         self.max_body = service.max_body
 

@@ -9,10 +9,12 @@ A :class:`Record` is one thing that happened:
 ``request``     a request arrived at a server (bytes = request line + headers + body)
 ``response``    a server finished answering (bytes = status line + headers + body,
                 ``duration`` = how long the request was open, ``events`` = how
-                many new events it carried, 0 for a wasted poll)
+                many new events it carried, 0 for a wasted poll); no ``status``
+                when the client left before any answer
 ``event``       an event reached its consumer (``latency`` = delivered - created)
-``connect``     a long-lived connection opened (a stream, a push subscription)
-``disconnect``  it closed
+``connect``     a long-lived connection opened (a stream, a push subscription),
+                written by the technique that holds it
+``disconnect``  that connection closed (never written for an abandoned request)
 ``retry``       a sender is about to try a delivery again
 ``drop``        something was lost or dead-lettered on purpose or by failure
 
@@ -42,6 +44,8 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import IO, Iterable, NamedTuple
+
+from labkit.errors import RecordKindError
 
 __all__ = ["KINDS", "Record", "Trace"]
 
@@ -85,7 +89,7 @@ class Trace:
             **fields_) -> Record:
         """Append a record; ``t`` defaults to now. Returns the record."""
         if kind not in KINDS:
-            raise ValueError(f"unknown record kind {kind!r}: use one of {', '.join(KINDS)}")
+            raise RecordKindError(f"unknown record kind {kind!r}: use one of {', '.join(KINDS)}")
         now = time.monotonic() if t is None else t
         record = Record(kind=kind, technique=technique, client=client, t=now,
                         wall=now + self._to_wall, **fields_)

@@ -10,7 +10,9 @@ two objects every request passes through:
   body into, so it can count the response's bytes and note when it finished.
 
 When the response is finished, one ``request`` and one ``response`` record go
-into the trace. Nothing here depends on which handler runs, so every
+into the trace. A client that leaves first still gets its ``response``
+record, with no status (or the status of a stream that was cut) and a detail
+that says so; the wire layer never writes ``connect`` or ``disconnect``. Nothing here depends on which handler runs, so every
 technique gets the same counting for free, streams (SSE) included.
 
 Byte counts are the HTTP/1.1 message as framed on the wire: start line,
@@ -31,10 +33,15 @@ from tornado import httputil
 
 from labkit.trace import Trace
 
-__all__ = ["TracingDelegate", "annotate", "client_of", "CLIENT_HEADER"]
+__all__ = ["TracingDelegate", "annotate", "client_of", "CLIENT_HEADER", "LEFT_EARLY", "STREAM_CUT"]
 
 CLIENT_HEADER = "X-Labkit-Client"
 """Request header a simulated client may set to name itself in the trace."""
+
+LEFT_EARLY = "the client left before the answer"
+"""Detail of a ``response`` record with no status: the connection closed first."""
+STREAM_CUT = "the connection closed before the answer finished"
+"""Detail of a ``response`` record whose streamed answer was cut off."""
 
 
 def annotate(handler, *, events: int | None = None, detail: str | None = None) -> None:
@@ -191,22 +198,28 @@ class _CountingConnection:
                                   client=self.client, t=self.arrived, bytes=self.request_bytes)
 
     def record(self, *, closed_early: bool = False) -> None:
-        """Write the response record (or a disconnect if the client left first), once."""
+        """Write the response record, once.
+
+        A connection that closes before the response is finished still gets
+        one ``response`` record, never a ``disconnect``: with no status if
+        the client left before any answer (:data:`LEFT_EARLY`, an abandoned
+        long poll), with the status it had if a streamed answer was cut
+        (:data:`STREAM_CUT`). ``connect``/``disconnect`` are written by the
+        techniques that hold long-lived connections, which know what they mean.
+        """
         if self.recorded:
             return
         self.recorded = True
         self.record_request()
         trace, technique = self._owner.trace, self._owner.technique
         now = time.monotonic()
+        detail = self.detail
         if closed_early:
-            trace.add("disconnect", technique=technique, client=self.client, t=now,
-                      status=self.status, bytes=self.response_bytes,
-                      duration=now - self.arrived, events=self.events,
-                      detail=self.detail or "connection closed before the response finished")
-        else:
-            trace.add("response", technique=technique, client=self.client, t=now,
-                      status=self.status, bytes=self.response_bytes,
-                      duration=now - self.arrived, events=self.events, detail=self.detail)
+            left = LEFT_EARLY if self.status is None else STREAM_CUT
+            detail = f"{detail}; {left}" if detail else left
+        trace.add("response", technique=technique, client=self.client, t=now,
+                  status=self.status, bytes=self.response_bytes,
+                  duration=now - self.arrived, events=self.events, detail=detail)
 
 
 class _CountingMessage(httputil.HTTPMessageDelegate):

@@ -50,7 +50,7 @@ def test_every_event_ends_visible_and_is_processed_once(count, endpoints, fault_
     feed = Feed(seed)
     events = [feed.make() for _ in range(count)]
     try:
-        with Sender(StandardWebhooksProvider(SECRET), [r.server.webhook_url for r in receivers],
+        with Sender(StandardWebhooksProvider(SECRET), [r.server.endpoint_url for r in receivers],
                     policy=Exponential(base=1, cap=4, retries=retries),
                     clock=Clock(speedup=20_000), seed=seed, concurrency=concurrency,
                     breaker_threshold=breaker_threshold) as sender:
@@ -71,12 +71,12 @@ def test_every_event_ends_visible_and_is_processed_once(count, endpoints, fault_
     sent_ids = {e.id for e in events}
     for receiver in receivers:
         states = {e.event.id: e.state for e in sender.log.values()
-                  if e.url == receiver.server.webhook_url}
+                  if e.url == receiver.server.endpoint_url}
         delivered = {id for id, state in states.items() if state == DELIVERED}
         processed = Counter(d.id for d in receiver.processed)
         assert set(processed.values()) <= {1}
         assert delivered <= set(processed) <= sent_ids
         # Processed but not delivered: the work was done, the answer lost every time.
         assert all(states[id] == DEAD_LETTERED for id in set(processed) - delivered)
-        accepted = len(receiver.server.receiver.deliveries)
+        accepted = len(receiver.server.component.deliveries)
         assert accepted == receiver.once.processed + receiver.once.duplicates

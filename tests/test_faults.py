@@ -71,7 +71,7 @@ def test_slow_work_keeps_the_provider_waiting():
     done = []
     with serve_receiver(process=slow(0.3, done.append)) as server:
         start = time.monotonic()
-        assert PROVIDER.send(server.webhook_url, Feed().make()).status_code == 200
+        assert PROVIDER.send(server.endpoint_url, Feed().make()).status_code == 200
         assert time.monotonic() - start >= 0.3 and len(done) == 1
 
 
@@ -80,8 +80,8 @@ def test_lost_ack_does_the_work_then_answers_500():
     lost = LostAck(done.append, rate=1.0)
     with serve_receiver(process=lost) as server:
         event = Feed().make()
-        assert PROVIDER.send(server.webhook_url, event).status_code == 500
-        assert PROVIDER.send(server.webhook_url, event).status_code == 500
+        assert PROVIDER.send(server.endpoint_url, event).status_code == 500
+        assert PROVIDER.send(server.endpoint_url, event).status_code == 500
     assert [d.id for d in done] == [event.id, event.id] and lost.lost == 2
 
 
@@ -91,25 +91,25 @@ def test_outage_really_stops_the_server_and_brings_it_back_on_the_same_port():
     back = lab.submit(outage(server, 300, clock=clock))         # 0.3 real seconds
     wait_until_refused(server.port)
     with pytest.raises(requests.ConnectionError):
-        PROVIDER.send(server.webhook_url, Feed().make(), timeout=1)
+        PROVIDER.send(server.endpoint_url, Feed().make(), timeout=1)
     with back.result(timeout=5) as restarted:
-        assert (restarted.port, restarted.receiver) == (server.port, server.receiver)
-        assert PROVIDER.send(restarted.webhook_url, Feed(1).make()).status_code == 200
-        assert len(server.receiver.deliveries) == 1
+        assert (restarted.port, restarted.component) == (server.port, server.component)
+        assert PROVIDER.send(restarted.endpoint_url, Feed(1).make()).status_code == 200
+        assert len(server.component.deliveries) == 1
 
 
 def test_a_sender_with_retries_rides_out_an_outage():
     clock = Clock(speedup=1000)
     server = serve_receiver()
     feed = Feed(2)
-    with Sender(PROVIDER, server.webhook_url, policy=FixedSchedule([100] * 6), clock=clock,
+    with Sender(PROVIDER, server.endpoint_url, policy=FixedSchedule([100] * 6), clock=clock,
                 trace=server.trace) as sender:
         back = lab.submit(outage(server, 250, clock=clock))
         wait_until_refused(server.port)
         stats = sender.run([feed.make() for _ in range(10)], timeout=10)
     with back.result(timeout=5) as restarted:
         assert (stats["delivered"], stats["dead_lettered"]) == (10, 0) and stats["retries"] >= 10
-        assert len(restarted.receiver.deliveries) == 10
+        assert len(restarted.component.deliveries) == 10
         errors = {a.error for e in sender.log.values() for a in e.attempts if not a.ok}
         assert all("refused" in error.lower() for error in errors)
         assert all(e.state == DELIVERED for e in sender.log.values())

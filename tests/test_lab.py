@@ -13,7 +13,6 @@ import pytest
 import requests
 import tornado.web
 
-from helpers import raw_http
 from labkit import lab
 from labkit.errors import LabLoopError, PortInUseError
 from labkit.trace import Trace
@@ -61,23 +60,6 @@ def test_server_answers_real_http_and_records_it():
         assert response.text == "hello"
         counts = server.trace.counts()
     assert counts == {"http": {"request": 1, "response": 1}}
-
-
-def test_trace_counts_bytes_on_the_wire_including_headers():
-    with lab.serve([("/", Hello)], technique="demo") as server:
-        body = b"x" * 1000
-        response = requests.post(server.url + "/", data=body, timeout=5,
-                                 headers={"X-Labkit-Client": "alice"})
-        assert response.json() == {"got": 1000}
-        request, answer = server.trace.records()
-    assert request.kind == "request" and answer.kind == "response"
-    assert request.client == answer.client == "alice"
-    # body plus the request line and headers requests sends
-    assert 1000 + 100 < request.bytes < 1000 + 400
-    wire_response = len(response.content) + sum(len(k) + len(v) + 4 for k, v in response.headers.items())
-    assert abs(answer.bytes - (wire_response + len("HTTP/1.1 200 OK\r\n") + 2)) <= 2
-    assert answer.status == 200
-    assert answer.duration >= 0
 
 
 def test_stop_refuses_connections_and_leaves_no_socket_or_thread():
@@ -213,11 +195,11 @@ def test_works_from_a_plain_script_and_exits_cleanly(tmp_path):
 
 def test_shared_trace_across_servers():
     trace = Trace()
-    with lab.serve([("/", Hello)], trace=trace, technique="a") as a, \
-            lab.serve([("/", Hello)], trace=trace, technique="b") as b:
+    with lab.serve([("/", Hello)], trace=trace, technique="http: a") as a, \
+            lab.serve([("/", Hello)], trace=trace, technique="http: b") as b:
         requests.get(a.url + "/", timeout=5)
         requests.get(b.url + "/", timeout=5)
-    assert trace.techniques() == ["a", "b"]
+    assert trace.techniques() == ["http: a", "http: b"]
 
 
 def test_shutdown_ends_the_thread_and_the_lab_restarts_on_next_use():
@@ -251,27 +233,6 @@ class Stream(tornado.web.RequestHandler):
             await asyncio.sleep(0.02)
 
 
-class Chunks(tornado.web.RequestHandler):
-    async def get(self):
-        for part in (b"first", b"second part", b"3"):
-            self.write(part)
-            await self.flush()
-
-
-@pytest.mark.parametrize("path", ["/", "/chunks"])
-def test_traced_bytes_equal_the_bytes_a_raw_socket_sees(path):
-    request = (f"GET {path} HTTP/1.1\r\nHost: lab\r\nConnection: close\r\n"
-               "X-Labkit-Client: raw\r\n\r\n").encode()
-    with lab.serve([("/", Hello), ("/chunks", Chunks)]) as server:
-        answer = raw_http(server.port, request)
-        records = server.trace.records()
-    request_record, response_record = records
-    assert request_record.bytes == len(request)
-    assert response_record.bytes == len(answer)
-    if path == "/chunks":
-        assert b"Transfer-Encoding: chunked" in answer
-
-
 def test_stop_ends_open_streams():
     server = lab.serve([("/stream", Stream)])
     got = []
@@ -295,7 +256,8 @@ def test_stop_ends_open_streams():
     assert not thread.is_alive(), "the stream should end when the server stops"
     assert 3 <= len(got) < 500
     kinds = [r.kind for r in server.trace.records()]
-    assert kinds[0] == "request" and kinds[-1] in ("disconnect", "response")
+    assert kinds == ["request", "response"]  # a cut stream is a response, not a disconnect
+    assert server.trace.records(kind="response")[0].status == 200
 
 
 def test_serve_takes_a_bare_connection_delegate():
@@ -315,7 +277,7 @@ def test_serve_takes_a_bare_connection_delegate():
         def start_request(self, server_conn, request_conn):
             return Teapot(request_conn)
 
-    with lab.serve(Teapots(), technique="tea") as server:
+    with lab.serve(Teapots(), technique="http: tea") as server:
         assert requests.get(server.url + "/anything", timeout=5).status_code == 418
         assert [r.status for r in server.trace.records(kind="response")] == [418]
     with pytest.raises(TypeError, match="Application"):

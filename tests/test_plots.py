@@ -12,7 +12,7 @@ from matplotlib.patches import Rectangle, StepPatch  # noqa: E402
 from matplotlib.text import Annotation  # noqa: E402
 
 from labkit import plots  # noqa: E402
-from labkit.errors import LabkitError  # noqa: E402
+from labkit.errors import LabkitError, UnknownTechniqueError  # noqa: E402
 from labkit.trace import Trace  # noqa: E402
 
 
@@ -54,8 +54,8 @@ def trace():
     return tr
 
 
-LANES = ["server (polling)", "c1 (polling)", "server (long-polling)", "c2 (long-polling)",
-         "server (sse)", "c3 (sse)", "c4 (sse)"]
+LANES = ["events happen", "server (polling)", "c1 (polling)", "server (long polling)",
+         "c2 (long polling)", "server (SSE)", "c3 (SSE)", "c4 (SSE)"]
 
 
 def lane_labels(ax):
@@ -112,100 +112,164 @@ def test_known_techniques_have_fixed_distinct_colours():
     assert "red" not in colours and "tab:red" not in colours
 
 
-def test_unknown_technique_keeps_its_colour():
-    first = plots.technique_color("carrier-pigeon")
-    assert plots.technique_color("carrier-pigeon") == first
-    assert first not in [plots.technique_color(t) for t in ("polling", "sse")]
+def test_an_unknown_technique_is_a_clear_error_not_a_spare_colour():
+    with pytest.raises(UnknownTechniqueError, match="carrier-pigeon.*register"):
+        plots.technique_color("carrier-pigeon")
+    tr = Trace()
+    tr.add("request", technique="long_polling", client="c", t=tr.t0)
+    with pytest.raises(UnknownTechniqueError, match="long_polling"):
+        plots.timeline(tr)
+
+
+def test_a_variant_keeps_its_techniques_colour_and_adds_its_words():
+    assert plots.technique_color("webhook: thin payload") == plots.technique_color("webhook")
+    tr = Trace()
+    tr.add("request", technique="webhook: thin payload", client="github", t=tr.t0)
+    assert lane_labels(plots.timeline(tr)) == ["events happen", "receiver (webhook: thin payload)",
+                                               "github (sender)"]
 
 
 # -- timeline --------------------------------------------------------------
 
 
-def test_timeline_has_a_server_lane_per_technique_and_a_lane_per_client(trace):
+def test_timeline_has_a_source_lane_then_server_and_client_lanes_per_technique(trace):
     ax = plots.timeline(trace)
     assert lane_labels(ax) == LANES
     assert ax.get_title() == "Timeline"
     assert_labelled(ax)
     lo, hi = ax.get_ylim()
     assert lo > hi  # first lane on top
+    assert lane_labels(plots.timeline(trace, source=False)) == LANES[1:]
 
 
-def test_timeline_of_one_technique_labels_clients_plainly(trace):
-    ax = plots.timeline(trace, technique="sse")
-    assert lane_labels(ax) == ["server (sse)", "c3", "c4"]
+def test_timeline_lanes_are_named_for_who_talks_to_whom():
+    tr = Trace()
+    tr.add("request", technique="webhook", client="github", t=tr.t0)
+    tr.add("request", technique="webpush", client="phone", t=tr.t0 + 1)
+    assert lane_labels(plots.timeline(tr, techniques=["webhook"])) == [
+        "events happen", "receiver (webhook)", "github (sender)"]
+    assert lane_labels(plots.timeline(tr, techniques=["webpush"])) == [
+        "events happen", "push service (Web Push)", "phone (device)"]
+
+
+def test_timeline_of_one_technique_labels_clients_by_their_part(trace):
+    ax = plots.timeline(trace, techniques=["sse"])
+    assert lane_labels(ax) == ["events happen", "server (SSE)", "c3 (client)", "c4 (client)"]
 
 
 def test_timeline_draws_one_arrow_per_request_and_response(trace):
     ax = plots.timeline(trace)
     assert len(arrows(ax, "request")) == 5
-    assert len(arrows(ax, "response")) == 4
+    assert len(arrows(ax, "response")) == 2  # the long poll's answer and the poll with news
+    assert len(arrows(ax, "empty response")) == 2  # the two polls that brought nothing
     assert len(arrows(ax)) == 9
 
 
-def test_timeline_arrows_point_between_client_and_server_lanes(trace):
-    ax = plots.timeline(trace, technique="long-polling")  # rows: server 0, c2 1
-    (request,) = arrows(ax, "request")
-    (response,) = arrows(ax, "response")
-    assert request.xyann == pytest.approx((1.0, 1)) and request.xy == pytest.approx((1.0, 0))
-    assert response.xyann == pytest.approx((3.0, 0)) and response.xy == pytest.approx((3.0, 1))
+def test_timeline_keeps_a_loopback_answer_apart_from_its_request():
+    tr = Trace()
+    tr.add("request", technique="polling", client="c", t=tr.t0 + 1.0)
+    tr.add("response", technique="polling", client="c", t=tr.t0 + 1.0002, duration=0.0002,
+           events=1)
+    tr.add("request", technique="polling", client="c", t=tr.t0 + 9.0)
+    ax = plots.timeline(tr, source=False)  # rows: server 0, c 1; window 0..9 s
+    (first, _), (answer,) = arrows(ax, "request"), arrows(ax, "response")
+    slant = first.xy[0] - first.xyann[0]
+    assert slant == pytest.approx(0.006 * 9)  # a visible lean, not a vertical line
+    assert first.xyann == pytest.approx((1.0, 1)) and first.xy == pytest.approx((1.0 + slant, 0))
+    # The answer leaves the server where the request arrived, not 0.2 ms later under it.
+    assert answer.xyann == pytest.approx((1.0 + slant, 0))
+    assert answer.xy == pytest.approx((1.0 + 2 * slant, 1))
 
 
-def test_timeline_draws_held_requests_and_streams_as_bars(trace):
+def test_timeline_draws_answers_with_nothing_new_faded(trace):
+    ax = plots.timeline(trace, techniques=["polling"])
+    (news,) = arrows(ax, "response")
+    empty = arrows(ax, "empty response")
+    assert len(empty) == 2
+    assert news.arrow_patch.get_alpha() in (None, 1.0)
+    assert all(a.arrow_patch.get_alpha() < 0.5 for a in empty)
+
+
+def test_timeline_draws_held_requests_and_open_connections_as_bars(trace):
     ax = plots.timeline(trace)
     # Only the long poll was held (polls took 10 ms < min_span): it began at 3 - 2.
-    assert bars(ax, "held request") == [pytest.approx((1.0, 3.0, LANES.index("c2 (long-polling)")))]
-    # c3 streamed 0.5..4; c4 never disconnected, so its stream runs to the last record.
-    assert bars(ax, "open stream") == [
-        pytest.approx((0.5, 4.0, LANES.index("c3 (sse)"))),
-        pytest.approx((1.0, 4.5, LANES.index("c4 (sse)"))),
+    assert bars(ax, "held request") == [
+        pytest.approx((1.0, 3.0, LANES.index("c2 (long polling)")))]
+    # c3 was connected 0.5..4; c4 never disconnected, so its bar runs to the last record.
+    assert bars(ax, "open connection") == [
+        pytest.approx((0.5, 4.0, LANES.index("c3 (SSE)"))),
+        pytest.approx((1.0, 4.5, LANES.index("c4 (SSE)"))),
     ]
 
 
+def test_an_abandoned_long_poll_is_not_drawn_as_an_open_stream():
+    tr = Trace()
+    tr.add("request", technique="long-polling", client="c", t=tr.t0 + 1.0)
+    tr.add("response", technique="long-polling", client="c", t=tr.t0 + 3.0, duration=2.0,
+           status=None, detail="the client left before the answer")
+    ax = plots.timeline(tr)
+    assert bars(ax, "open connection") == []
+    assert len(bars(ax, "held request")) == 1
+    # A stray disconnect with no connect before it opens nothing either.
+    tr.add("disconnect", technique="long-polling", client="c", t=tr.t0 + 3.0)
+    assert bars(plots.timeline(tr), "open connection") == []
+
+
 def test_timeline_min_span_decides_what_counts_as_held(trace):
-    ax = plots.timeline(trace, technique="polling", min_span=0.005)
+    ax = plots.timeline(trace, techniques=["polling"], min_span=0.005)
     assert len(bars(ax, "held request")) == 3
 
 
-def test_timeline_marks_events_retries_and_drops_on_their_lanes(trace):
+def test_timeline_marks_events_when_learned_and_when_they_happened(trace):
     ax = plots.timeline(trace)
     events = points(ax, "event")
     assert len(events) == 5
-    assert events[0] == pytest.approx((1.5, LANES.index("c3 (sse)")))
-    assert points(ax, "retry") == [pytest.approx((4.2, LANES.index("c3 (sse)")))]
+    assert events[0] == pytest.approx((1.5, LANES.index("c3 (SSE)")))
+    happened = points(ax, "event created")
+    assert len(happened) == 5 and all(row == 0 for _, row in happened)
+    assert (1.21, 0) in [(pytest.approx(x), y) for x, y in happened]  # the poll's: 2.01 - 0.8
+    assert len([line for line in ax.get_lines() if line.get_gid() == "wait"]) == 5
+
+
+def test_timeline_marks_retries_and_drops_on_their_lanes(trace):
+    ax = plots.timeline(trace)
+    assert points(ax, "retry") == [pytest.approx((4.2, LANES.index("c3 (SSE)")))]
     # A record without a client belongs to the server.
-    assert points(ax, "drop") == [pytest.approx((4.5, LANES.index("server (sse)")))]
+    assert points(ax, "drop") == [pytest.approx((4.5, LANES.index("server (SSE)")))]
 
 
 def test_timeline_legend_names_what_was_drawn(trace):
     labels = legend_texts(plots.timeline(trace))
-    for name in ("held request", "open stream", "request (client → server)",
-                 "response (server → client)", "event delivered", "retry", "drop",
-                 "polling", "long-polling", "sse"):
+    for name in ("held request", "open connection", "request (up to the server)",
+                 "answer (back down)", "answer with nothing new", "event learned",
+                 "event happens", "retry", "drop", "polling", "long polling", "SSE"):
         assert name in labels
 
 
 def test_timeline_legend_leaves_out_what_was_not_drawn(trace):
-    labels = legend_texts(plots.timeline(trace, technique="polling"))
-    assert "open stream" not in labels and "held request" not in labels and "drop" not in labels
-    assert "request (client → server)" in labels
+    labels = legend_texts(plots.timeline(trace, techniques=["long-polling"]))
+    assert "open connection" not in labels and "drop" not in labels
+    assert "answer with nothing new" not in labels
+    assert "request (up to the server)" in labels and "held request" in labels
 
 
 def test_timeline_clients_picks_lanes(trace):
-    ax = plots.timeline(trace, technique="sse", clients=["c3", "nobody"])
-    assert lane_labels(ax) == ["server (sse)", "c3"]
+    ax = plots.timeline(trace, techniques=["sse"], clients=["c3", "nobody"])
+    assert lane_labels(ax) == ["events happen", "server (SSE)", "c3 (client)"]
     assert len(points(ax, "event")) == 2
     assert len(arrows(ax)) == 1
-    assert len(bars(ax, "open stream")) == 1
+    assert len(bars(ax, "open connection")) == 1
 
 
 def test_timeline_window_clips_and_shifts_the_origin(trace):
     t0 = trace.t0
     ax = plots.timeline(trace, start=t0 + 2.0, end=t0 + 3.5)
     assert "since start" in ax.get_xlabel()
-    # Polls at 2 and 3 (request and response each) and the long poll's answer at 3.
+    # Polls at 2 and 3 (request and answer each) and the long poll's answer at 3.
     assert len(arrows(ax)) == 5
-    assert bars(ax, "held request") == [pytest.approx((0.0, 1.0, LANES.index("c2 (long-polling)")))]
-    assert bars(ax, "open stream")[0][:2] == pytest.approx((0.0, 1.5))
+    assert bars(ax, "held request") == [
+        pytest.approx((0.0, 1.0, LANES.index("c2 (long polling)")))]
+    assert bars(ax, "open connection")[0][:2] == pytest.approx((0.0, 1.5))
     lo, hi = ax.get_xlim()
     assert lo <= 0 < 1.5 <= hi < 2
 
@@ -216,13 +280,13 @@ def test_timeline_caps_arrows_for_big_runs():
         tr.add("request", technique="polling", client=f"c{i}", t=tr.t0 + i * 0.01)
         tr.add("response", technique="polling", client=f"c{i}", t=tr.t0 + i * 0.01 + 0.002,
                duration=0.002)
-    ax = plots.timeline(tr, max_arrows=400)
+    ax = plots.timeline(tr, max_arrows=400, source=False)
     assert len(lane_labels(ax)) == 1001
     assert len(arrows(ax)) == 400
     assert "arrows: 400 of 2000 shown" in texts(ax)
     # Sampled across the whole run, not just its start.
-    xs = sorted(a.xy[0] for a in arrows(ax))
-    assert xs[0] == pytest.approx(0.0) and xs[-1] == pytest.approx(9.992)
+    xs = sorted(a.xyann[0] for a in arrows(ax))
+    assert xs[0] == pytest.approx(0.0) and xs[-1] > 9.9
     ax.figure.canvas.draw()
 
 
@@ -248,9 +312,8 @@ def test_timeline_uses_the_technique_colours(trace):
     for line in ax.get_lines():
         if line.get_gid() == "event":
             assert line.get_color() in [plots.technique_color(t) for t in trace.techniques()]
-    (request,) = arrows(plots.timeline(trace, technique="sse"), "request")
-    assert same_color(request.arrow_patch.get_edgecolor(),
-                                        plots.technique_color("sse"))
+    (request,) = arrows(plots.timeline(trace, techniques=["sse"]), "request")
+    assert same_color(request.arrow_patch.get_edgecolor(), plots.technique_color("sse"))
 
 
 def test_timeline_draws_on_a_given_axes(trace):
@@ -278,7 +341,7 @@ def test_latency_cdf_draws_one_step_line_per_technique(trace):
 
 def test_latency_cdf_legend_gives_each_median(trace):
     labels = legend_texts(plots.latency_cdf(trace))
-    assert labels == ["polling (p50 800 ms)", "long-polling (p50 20 ms)", "sse (p50 6 ms)"]
+    assert labels == ["polling (p50 800 ms)", "long polling (p50 20 ms)", "SSE (p50 6 ms)"]
 
 
 def test_latency_cdf_accepts_a_dict_of_runs():
@@ -316,7 +379,7 @@ def test_latency_cdf_rejects_an_unknown_unit(trace):
 def test_request_counts_bars_equal_the_counts(trace):
     ax = plots.request_counts(trace)
     assert bar_heights(ax) == [3, 1, 1]
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["polling", "long-polling", "sse"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["polling", "long polling", "SSE"]
     assert ax.get_ylabel() == "requests"
     assert_labelled(ax)
     assert ["3", "1", "1"] == texts(ax)  # values written on the bars
@@ -397,8 +460,8 @@ def test_rate_over_time_shows_a_synchronised_wave_as_a_spike():
 
 
 def test_rate_over_time_overlays_one_technique_with_new_line_styles(trace):
-    ax = plots.rate_over_time(trace, technique="polling")
-    plots.rate_over_time(trace, technique="polling", kind="response", ax=ax, label="answers")
+    ax = plots.rate_over_time(trace, techniques=["polling"])
+    plots.rate_over_time(trace, techniques=["polling"], kind="response", ax=ax, label="answers")
     first, second = [p for p in ax.patches if isinstance(p, StepPatch)]
     assert first.get_data().values.sum() == 3 and second.get_data().values.sum() == 3
     assert same_color(first.get_edgecolor(), plots.technique_color("polling"))
@@ -437,7 +500,7 @@ def test_dashboard_puts_four_charts_in_one_figure(trace):
 def test_dashboard_techniques_picks_techniques(trace):
     fig = plots.dashboard(trace, techniques=["sse", "polling"])
     timeline, cdf, counts, wire = fig.axes
-    assert lane_labels(timeline) == ["server (sse)", "c3 (sse)", "c4 (sse)",
+    assert lane_labels(timeline) == ["events happen", "server (SSE)", "c3 (SSE)", "c4 (SSE)",
                                      "server (polling)", "c1 (polling)"]
     assert bar_heights(counts) == [1, 3]
 

@@ -94,7 +94,7 @@ def deliver_slowly_processed(process):
     """Send 3 events, one retry each, to a receiver that runs ``process``; return the sender."""
     feed = Feed(4)
     with serve_receiver(process=process) as server, \
-            Sender(PROVIDER, server.webhook_url, policy=FixedSchedule([300]),
+            Sender(PROVIDER, server.endpoint_url, policy=FixedSchedule([300]),
                    clock=Clock(speedup=1000), timeout=TIMEOUT) as sender:
         sender.run([feed.make() for _ in range(3)], timeout=10)
         time.sleep(WORK)         # work the sender stopped waiting for is still going on
@@ -139,7 +139,7 @@ def test_background_worker_answers_at_once_and_works_afterwards():
     worker = BackgroundWorker(slow(WORK, done.append))
     with serve_receiver(process=worker) as server:
         start = time.monotonic()
-        assert PROVIDER.send(server.webhook_url, Feed().make()).status_code == 200
+        assert PROVIDER.send(server.endpoint_url, Feed().make()).status_code == 200
         assert time.monotonic() - start < WORK and done == []
         lab.run(worker.drain(), timeout=5)
     assert len(done) == 1 and (worker.processed, worker.queued) == (1, 0)
@@ -185,7 +185,7 @@ def test_latest_wins_skips_an_older_state_that_arrives_late():
     other = feed.make("order", {"order": "o2", "version": 1, "status": "created"})
     with serve_receiver(process=latest) as server:
         for event in [paid, created, other]:                  # "created" arrives last
-            assert PROVIDER.send(server.webhook_url, event).status_code == 200
+            assert PROVIDER.send(server.endpoint_url, event).status_code == 200
     assert [d.payload["data"]["status"] for d in applied] == ["paid", "created"]
     assert latest.latest == {"o1": 2, "o2": 1} and (latest.applied, latest.stale) == (2, 1)
 

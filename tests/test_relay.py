@@ -1,4 +1,4 @@
-"""Tests for labkit.webhooks.relay, over real loopback sockets: forwarding, a bad network, the traps."""
+"""Tests for labkit.debug.relay, over real loopback sockets: forwarding, a bad network, the traps."""
 
 from __future__ import annotations
 
@@ -20,11 +20,11 @@ from labkit.errors import LabkitError, LabLoopError
 from labkit.feed import Feed
 from labkit.trace import Trace
 from labkit.webhooks.guards import IpAllowlist
-from labkit.webhooks.inspector import replay, serve_inspector
+from labkit.debug.inspector import replay, serve_inspector
 from labkit.webhooks.providers import (GitHubProvider, PaymentProvider, StandardWebhooksProvider,
                                        TwilioProvider)
 from labkit.webhooks.receiver import serve_receiver
-from labkit.webhooks.relay import MAX_DELAY, PublicUrl, Relay, serve_relay
+from labkit.debug.relay import MAX_DELAY, PublicUrl, Relay, serve_relay
 from labkit.webhooks.signatures import (GitHubSignature, StandardWebhooksSignature,
                                         StripeSignature, TwilioSignature, generate_secret)
 
@@ -48,13 +48,13 @@ def free_port() -> int:
 
 def test_a_request_arrives_at_the_target_unchanged_with_the_forwarded_headers_added():
     with serve_inspector() as target, serve_relay(target.url) as tunnel:
-        public = tunnel.relay.public(target.inspector.bin_url("b")) + "/deep/path?x=1&y=%20"
+        public = tunnel.component.public(target.component.bin_url("b")) + "/deep/path?x=1&y=%20"
         body = b"\x00 raw bytes \xff"
         response = requests.put(public, data=body, timeout=5, headers={
             "X-Custom": "kept", "X-Forwarded-For": "198.51.100.1",
             "X-Forwarded-Proto": "https", "X-Forwarded-Host": "spoofed.example"})
         assert response.status_code == 200 and response.text == "captured #1\n"
-        arrived = target.inspector.last
+        arrived = target.component.last
         assert (arrived.method, arrived.path, arrived.query, arrived.body) == \
             ("PUT", "/bin/b/deep/path", "x=1&y=%20", body)
         assert arrived.header("X-Custom") == "kept"
@@ -64,7 +64,7 @@ def test_a_request_arrives_at_the_target_unchanged_with_the_forwarded_headers_ad
         assert arrived.header("X-Forwarded-For") == "198.51.100.1, 127.0.0.1", "appended"
         assert arrived.header("Connection") == "close"
         assert arrived.remote_ip == "127.0.0.1"
-        exchange, = tunnel.relay.log
+        exchange, = tunnel.component.log
         assert (exchange.outcome, exchange.status, exchange.target_status) == ("forwarded", 200, 200)
         assert exchange.request.body == body and exchange.request.header("X-Custom") == "kept"
         assert exchange.response_size == len("captured #1\n")
@@ -73,8 +73,8 @@ def test_a_request_arrives_at_the_target_unchanged_with_the_forwarded_headers_ad
 
 def test_preserve_host_passes_the_clients_host_on():
     with serve_inspector() as target, serve_relay(target.url, preserve_host=True) as tunnel:
-        requests.get(tunnel.relay.public(target.inspector.bin_url()), timeout=5)
-        assert target.inspector.last.header("Host") == f"127.0.0.1:{tunnel.port}"
+        requests.get(tunnel.component.public(target.component.bin_url()), timeout=5)
+        assert target.component.last.header("Host") == f"127.0.0.1:{tunnel.port}"
 
 
 class Answer(tornado.web.RequestHandler):
@@ -110,8 +110,8 @@ def test_the_answer_comes_back_as_the_target_gave_it():
         assert head.status_code == 200 and head.headers["Content-Length"] == "1234"
         assert requests.delete(tunnel.url + "/answer", timeout=5).status_code == 204
         # each exchange is logged before its client has the whole answer
-        assert [x.status for x in tunnel.relay.log] == [418, 200, 204]
-        assert tunnel.relay.log[0].response_size == 1_000_000
+        assert [x.status for x in tunnel.component.log] == [418, 200, 204]
+        assert tunnel.component.log[0].response_size == 1_000_000
 
 
 def test_a_stream_flows_through_chunk_by_chunk():
@@ -131,16 +131,16 @@ def test_a_stream_flows_through_chunk_by_chunk():
             assert next(lines) == b"data: first", "the first event arrived before the second exists"
             lab.run(release.set)
             assert [line for line in lines if line] == [b"data: second"]
-        assert tunnel.relay.wait_for(1)[0].outcome == "forwarded"
+        assert tunnel.component.wait_for(1)[0].outcome == "forwarded"
 
 
 @pytest.mark.parametrize("name", PAIRS)
 def test_signatures_survive_the_relay(name):
     provider, verifier = PAIRS[name]
     with serve_receiver(verifiers=[verifier]) as receiver, serve_relay(receiver.url) as tunnel:
-        webhook = provider.build(tunnel.relay.public(receiver.webhook_url), Feed(seed=2).make("x"))
+        webhook = provider.build(tunnel.component.public(receiver.endpoint_url), Feed(seed=2).make("x"))
         assert webhook.send().status_code == 200
-        delivery, = receiver.receiver.deliveries
+        delivery, = receiver.component.deliveries
         assert delivery.body == webhook.body and delivery.id == webhook.delivery_id
         tampered = dataclasses.replace(webhook, body=webhook.body.replace(b"{", b"{ ", 1))
         assert tampered.send().status_code == 401, "and a changed body is still caught"
@@ -149,10 +149,10 @@ def test_signatures_survive_the_relay(name):
 def test_a_relay_log_entry_can_be_replayed_like_a_captured_request():
     provider, verifier = PAIRS["github"]
     with serve_receiver(verifiers=[verifier]) as receiver, serve_relay(receiver.url) as tunnel:
-        provider.send(tunnel.relay.public(receiver.webhook_url), Feed().make())
-        logged = tunnel.relay.log[0].request
-        assert replay(logged, receiver.webhook_url).status_code == 200
-        assert [d.body for d in receiver.receiver.deliveries] == [logged.body] * 2
+        provider.send(tunnel.component.public(receiver.endpoint_url), Feed().make())
+        logged = tunnel.component.log[0].request
+        assert replay(logged, receiver.endpoint_url).status_code == 200
+        assert [d.body for d in receiver.component.deliveries] == [logged.body] * 2
 
 
 # -- the traps --------------------------------------------------------------------------------
@@ -163,29 +163,29 @@ def test_twilio_signs_the_public_url_so_the_receiver_must_verify_against_it():
     event = Feed(seed=3).make("sms", {"status": "delivered"})
     with serve_receiver(verifiers=[TwilioSignature(token)]) as receiver, \
             serve_relay(receiver.url) as tunnel:
-        public = tunnel.relay.public(receiver.webhook_url)
+        public = tunnel.component.public(receiver.endpoint_url)
         webhook = TwilioProvider(token).build(public, event)
         assert webhook.send().status_code == 401, "the receiver checked its own, local URL"
-        assert receiver.receiver.rejections[-1].reason == "mismatch"
-        assert "url" in receiver.receiver.rejections[-1].message
+        assert receiver.component.rejections[-1].reason == "mismatch"
+        assert "url" in receiver.component.rejections[-1].message
 
-        receiver.receiver.verifiers = [PublicUrl(TwilioSignature(token), tunnel.url)]
+        receiver.component.verifiers = [PublicUrl(TwilioSignature(token), tunnel.url)]
         assert webhook.send().status_code == 200, "verified against the URL Twilio called"
 
         # A real tunnel's public URL is https on another host; Twilio signs that one.
         real = TwilioProvider(token).build("https://abc123.ngrok.app/webhook", event)
         through_tunnel = dataclasses.replace(real, url=public)
         assert through_tunnel.send().status_code == 401
-        receiver.receiver.verifiers = [PublicUrl(TwilioSignature(token), "https://abc123.ngrok.app")]
+        receiver.component.verifiers = [PublicUrl(TwilioSignature(token), "https://abc123.ngrok.app")]
         assert through_tunnel.send().status_code == 200
-        assert len(receiver.receiver.deliveries) == 2
+        assert len(receiver.component.deliveries) == 2
 
 
 def test_preserving_host_alone_does_not_fix_an_https_public_url():
     token = "twilio-token"
     with serve_receiver(verifiers=[TwilioSignature(token)]) as receiver, \
             serve_relay(receiver.url, preserve_host=True) as tunnel:
-        public = tunnel.relay.public(receiver.webhook_url)
+        public = tunnel.component.public(receiver.endpoint_url)
         here = TwilioProvider(token).build(public, Feed().make())
         assert here.send().status_code == 200, "same scheme and Host here, so the URLs agree"
         real = TwilioProvider(token).build(public.replace("http://", "https://"), Feed().make())
@@ -208,15 +208,15 @@ def test_behind_the_relay_the_allowlist_must_read_x_forwarded_for_from_the_trust
             serve_relay(receiver.url, forwarded_for="203.0.113.7") as stranger, \
             serve_relay(other.url, forwarded_for="192.30.252.10") as github_to_naive:
         json_ = {"Content-Type": "application/json"}
-        url = github.relay.public(receiver.webhook_url)
+        url = github.component.public(receiver.endpoint_url)
         assert requests.post(url, data=b"{}", headers=json_, timeout=5).status_code == 200
-        spoofed = stranger.relay.public(receiver.webhook_url)
+        spoofed = stranger.component.public(receiver.endpoint_url)
         forged = {**json_, "X-Forwarded-For": "192.30.252.10"}
         assert requests.post(spoofed, data=b"{}", headers=forged, timeout=5).status_code == 403
-        assert "203.0.113.7" in receiver.receiver.rejections[-1].message
-        naive_url = github_to_naive.relay.public(other.webhook_url)
+        assert "203.0.113.7" in receiver.component.rejections[-1].message
+        naive_url = github_to_naive.component.public(other.endpoint_url)
         assert requests.post(naive_url, data=b"{}", headers=json_, timeout=5).status_code == 403
-        assert "127.0.0.1" in other.receiver.rejections[-1].message, "it only saw the relay"
+        assert "127.0.0.1" in other.component.rejections[-1].message, "it only saw the relay"
 
 
 # -- a bad network -------------------------------------------------------------------------------
@@ -227,12 +227,12 @@ def test_latency_and_jitter_are_added_within_their_bounds_and_show_in_round_trip
             serve_relay(receiver.url, latency=0.15, jitter=0.05, seed=4) as slow:
         direct, relayed = [], []
         for n in range(6):
-            for url, times in ((receiver.webhook_url, direct),
-                               (slow.relay.public(receiver.webhook_url), relayed)):
+            for url, times in ((receiver.endpoint_url, direct),
+                               (slow.component.public(receiver.endpoint_url), relayed)):
                 started = time.monotonic()
                 assert requests.post(url, json={"n": n}, timeout=5).status_code == 200
                 times.append(time.monotonic() - started)
-        delays = [x.delay for x in slow.relay.log]
+        delays = [x.delay for x in slow.component.log]
         assert len(delays) == 6 and all(0.1 <= d <= 0.2 for d in delays)
         assert len(set(delays)) == 6, "jitter makes every delay different"
         assert all(r >= 0.9 * d for r, d in zip(relayed, delays)), "the delay was waited out"
@@ -245,7 +245,7 @@ def test_the_same_seed_gives_the_same_bad_network():
                 serve_relay(receiver.url, jitter=0.01, drop=0.5, drop_with=502, seed=seed) as relay:
             statuses = [requests.post(relay.url + "/webhook", json={}, timeout=5).status_code
                         for _ in range(12)]
-            return statuses, [x.delay for x in relay.relay.log]
+            return statuses, [x.delay for x in relay.component.log]
 
     first, again, other = run(7), run(7), run(8)
     assert first == again
@@ -264,13 +264,13 @@ def test_dropped_requests_never_reach_the_target_and_the_connection_is_closed():
                 outcomes.append("closed")
         lost = outcomes.count("closed")
         assert 2 <= lost <= 18 and outcomes.count(200) == 20 - lost
-        assert len(receiver.receiver.deliveries) == 20 - lost
-        assert relay.relay.counts() == {"forwarded": 20 - lost, "dropped": lost}
+        assert len(receiver.component.deliveries) == 20 - lost
+        assert relay.component.counts() == {"forwarded": 20 - lost, "dropped": lost}
         assert relay.trace.count("drop", "relay") == lost
         assert relay.trace.count("request", "relay") == 20
-        closed = [x for x in relay.relay.log if x.outcome == "dropped"]
+        closed = [x for x in relay.component.log if x.outcome == "dropped"]
         assert all(x.status is None and x.target_status is None for x in closed)
-        arrived = {d.id for d in receiver.receiver.deliveries}
+        arrived = {d.id for d in receiver.component.deliveries}
         assert arrived == {f"e{n}" for n, o in enumerate(outcomes) if o == 200}
 
 
@@ -278,7 +278,7 @@ def test_drop_with_a_status_answers_it_instead():
     with serve_receiver() as receiver, serve_relay(receiver.url, drop=1.0, drop_with=502) as relay:
         response = requests.post(relay.url + "/webhook", json={}, timeout=5)
         assert response.status_code == 502 and "bad network" in response.text
-        assert receiver.receiver.deliveries == []
+        assert receiver.component.deliveries == []
         assert relay.trace.records(kind="response")[-1].detail.startswith("dropped:")
 
 
@@ -291,10 +291,10 @@ def test_target_down_is_a_502_that_says_what_to_check_and_the_relay_recovers():
         response = requests.post(relay.url + "/webhook", json={}, timeout=5)
         assert response.status_code == 502
         assert "refused" in response.text and "is the local server running" in response.text
-        assert relay.relay.log[-1].outcome == "target_down"
+        assert relay.component.log[-1].outcome == "target_down"
         with serve_receiver(port=port) as receiver:
             assert requests.post(relay.url + "/webhook", json={}, timeout=5).status_code == 200
-            assert len(receiver.receiver.deliveries) == 1
+            assert len(receiver.component.deliveries) == 1
 
 
 def test_a_target_that_does_not_answer_in_time_is_a_504():
@@ -311,7 +311,7 @@ def test_a_target_that_does_not_answer_in_time_is_a_504():
         try:
             response = requests.post(relay.url + "/stuck", data=b"x", timeout=5)
             assert response.status_code == 504 and "did not start answering" in response.text
-            assert relay.relay.log[-1].outcome == "timeout"
+            assert relay.component.log[-1].outcome == "timeout"
         finally:
             lab.run(release.set)
 
@@ -320,8 +320,8 @@ def test_a_body_over_the_cap_is_refused_before_forwarding():
     with serve_inspector() as target, serve_relay(target.url, max_body=100) as relay:
         assert requests.post(relay.url + "/bin/x", data=b"x" * 101, timeout=5).status_code == 413
         assert requests.post(relay.url + "/bin/x", data=b"x" * 100, timeout=5).status_code == 200
-        assert [x.outcome for x in relay.relay.log] == ["too_large", "forwarded"]
-        assert len(target.inspector.requests) == 1
+        assert [x.outcome for x in relay.component.log] == ["too_large", "forwarded"]
+        assert len(target.component.requests) == 1
 
 
 def test_garbage_and_unknown_methods_leave_the_relay_serving():
@@ -329,7 +329,7 @@ def test_garbage_and_unknown_methods_leave_the_relay_serving():
         answer = raw_http(relay.port, b"\x16\x03\x01 not http at all\r\n\r\n")
         assert answer == b"" or answer.startswith(b"HTTP/1.1 400")
         assert requests.request("BREW", relay.url + "/bin/x", timeout=5).status_code == 405
-        assert target.inspector.requests == []
+        assert target.component.requests == []
         assert requests.get(relay.url + "/bin/x", timeout=5).status_code == 200
 
 
@@ -353,7 +353,7 @@ def test_stopping_the_relay_during_a_delay_ends_the_request():
         relay.stop()
         thread.join(30)
     assert not thread.is_alive() and len(failed) == 1
-    assert relay.relay.wait_for(1)[0].outcome == "client_gone"
+    assert relay.component.wait_for(1)[0].outcome == "client_gone"
 
 
 def test_bad_arguments_are_refused_with_a_clear_message():
@@ -370,12 +370,12 @@ def test_public_maps_local_urls_and_waits_are_safe():
     trace = Trace()
     with serve_relay("http://127.0.0.1:8000", trace=trace) as relay:
         assert relay.trace is trace
-        assert relay.relay.public("http://127.0.0.1:8000/webhook?a=1") == relay.url + "/webhook?a=1"
+        assert relay.component.public("http://127.0.0.1:8000/webhook?a=1") == relay.url + "/webhook?a=1"
         with pytest.raises(LabkitError, match="not on the relay's target"):
-            relay.relay.public("http://127.0.0.1:8001/webhook")
+            relay.component.public("http://127.0.0.1:8001/webhook")
         with pytest.raises(TimeoutError, match="0 of 1"):
-            relay.relay.wait_for(1, timeout=0.05)
+            relay.component.wait_for(1, timeout=0.05)
         with pytest.raises(LabLoopError):
-            lab.run(lambda: relay.relay.wait_for(1, timeout=0.1), timeout=5)
+            lab.run(lambda: relay.component.wait_for(1, timeout=0.1), timeout=5)
     with pytest.raises(LabkitError, match="not served"):
         Relay("http://127.0.0.1:8000").public("http://127.0.0.1:8000/")

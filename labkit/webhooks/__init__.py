@@ -5,21 +5,19 @@ receiver tells a real delivery from a forged one), ``receiver`` (the endpoint),
 ``providers`` (what GitHub, Twilio, a payment gateway and a Standard Webhooks
 sender put on the wire), ``backoff`` (retry schedules), ``sender`` (delivery
 with retries and dead letters), ``faults`` (receivers that misbehave) and
-``processing`` (idempotency, background work, ordering), and for debugging
-``inspector`` (a request bin, curl and replay) and ``relay`` (a tunnel and a
-bad network).
+``processing`` (idempotency, background work, ordering). The tools for
+debugging them work on any HTTP traffic, so they live beside this package, in
+:mod:`labkit.debug`.
 """
 
 from labkit.webhooks.backoff import (NO_RETRY, SVIX, DecorrelatedJitter, EqualJitter,
                                      Exponential, FixedSchedule, FullJitter, parse_retry_after)
 from labkit.webhooks.faults import FailFirst, Flaky, LostAck, combine, gone, outage, rate_limited, slow
-from labkit.webhooks.inspector import CapturedRequest, Inspector, as_curl, replay, serve_inspector
 from labkit.webhooks.guards import ApiKeyGuard, BearerTokenGuard, IpAllowlist
 from labkit.webhooks.providers import (GitHubProvider, OutgoingWebhook, PaymentProvider, Provider,
                                        StandardWebhooksProvider, TwilioProvider)
 from labkit.webhooks.processing import BackgroundWorker, Idempotent, LatestWins
 from labkit.webhooks.receiver import Delivery, Rejection, WebhookReceiver, serve_receiver
-from labkit.webhooks.relay import PublicUrl, Relay, serve_relay
 from labkit.webhooks.sender import Attempt, DeliveryLog, Sender
 from labkit.webhooks.signatures import (GitHubSignature, StandardWebhooksSignature,
                                         StripeSignature, TwilioSignature, generate_secret)
@@ -27,8 +25,6 @@ from labkit.webhooks.signatures import (GitHubSignature, StandardWebhooksSignatu
 __all__ = [
     "Attempt", "BackgroundWorker", "DeliveryLog", "FailFirst", "Flaky", "Idempotent",
     "LatestWins", "LostAck", "Sender", "combine", "gone", "outage", "rate_limited", "slow",
-    "CapturedRequest", "Inspector", "PublicUrl", "Relay", "as_curl", "replay",
-    "serve_inspector", "serve_relay",
     "ApiKeyGuard", "BearerTokenGuard", "DecorrelatedJitter", "Delivery", "EqualJitter",
     "Exponential", "FixedSchedule", "FullJitter", "GitHubProvider", "GitHubSignature",
     "IpAllowlist", "NO_RETRY", "OutgoingWebhook", "PaymentProvider", "Provider", "Rejection",

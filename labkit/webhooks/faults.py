@@ -39,7 +39,7 @@ from labkit import lab
 from labkit.clock import REAL_TIME, Clock
 from labkit.errors import LabkitError
 from labkit.lab import Server
-from labkit.webhooks.receiver import Delivery, serve_receiver
+from labkit.webhooks.receiver import Delivery
 
 __all__ = ["Flaky", "rate_limited", "gone", "FailFirst", "combine", "slow", "LostAck", "outage"]
 
@@ -148,13 +148,13 @@ class LostAck:
 
 
 async def outage(server: Server, seconds: float, *, clock: Clock = REAL_TIME) -> Server:
-    """Take a receiver's server down for ``seconds`` on ``clock``, then serve it again.
+    """Take a server down for ``seconds`` on ``clock``, then serve it again.
 
     Really down: the server stops (open connections are closed, new ones
-    refused), and after the window the same receiver is served on the same
-    port with the same trace. Returns the new server, to stop when done.
+    refused), and after the window the same component (a receiver, a broker,
+    an SSE stream ...) is served on the same port with the same trace. Returns the new server, to stop when done.
     Run it on the lab loop, e.g. ``lab.submit(outage(server, 60, clock=clock))``.
     """
     await server.astop()
     await clock.sleep(seconds)
-    return serve_receiver(server.receiver, trace=server.trace, port=server.port)
+    return lab.serve(server.component, trace=server.trace, port=server.port)

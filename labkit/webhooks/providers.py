@@ -27,11 +27,12 @@ no redirects followed, as providers do; retrying is another module's job.
 
 Ids are derived from the event id, so building the same event twice (a
 redelivery) gives the same delivery id, as real providers keep it across
-retries. :func:`delivery_ids` lists every id a provider here could use for an
-event, which lets a receiver link a delivery back to its feed event.
+retries. Each provider registers its id rule with :func:`labkit.feed.id_rule`,
+so :meth:`Feed.find` links a delivery back to its feed event without the
+receiver knowing any provider.
 
-Times in bodies and signatures come from ``clock`` (default ``time.time``):
-pass ``clock=lambda: time.time() - 600`` to send a stale delivery.
+Times in bodies and signatures come from ``clock`` (default ``time.time``, a
+:data:`TimeSource`): pass ``clock=lambda: time.time() - 600`` to send a stale delivery.
 
 Example::
 
@@ -41,7 +42,7 @@ Example::
 
     server = serve_receiver(verifiers=[StripeSignature("whsec_test")])
     provider = PaymentProvider("whsec_test")
-    webhook = provider.build(server.webhook_url, Feed().make("payment", {"amount": 1999}))
+    webhook = provider.build(server.endpoint_url, Feed().make("payment", {"amount": 1999}))
     print(webhook.headers["Stripe-Signature"], len(webhook.body))
     webhook.send().status_code          # 200
 """
@@ -63,6 +64,7 @@ import requests
 import tornado.web
 
 from labkit.errors import LabkitError
+from labkit.feed import id_rule
 from labkit.webhooks.signatures import (
     GitHubSignature,
     StandardWebhooksSignature,
@@ -77,12 +79,12 @@ __all__ = [
     "TwilioProvider",
     "PaymentProvider",
     "StandardWebhooksProvider",
-    "delivery_ids",
     "TWILIO_STATUSES",
     "PAYMENT_TYPES",
 ]
 
-Clock = Callable[[], float]
+TimeSource = Callable[[], float]
+"""A function that returns the provider's current Unix time (``time.time`` by default)."""
 
 
 @dataclass(frozen=True)
@@ -146,7 +148,18 @@ class Provider(abc.ABC):
 
     name = "provider"
 
-    def __init__(self, signature, *, clock: Clock = time.time):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every provider's id rule is registered, so a receiver with a feed finds its events."""
+        super().__init_subclass__(**kwargs)
+        if not getattr(cls.delivery_id, "__isabstractmethod__", False):
+            id_rule(cls.delivery_id)
+
+    def __init__(self, signature, *, clock: TimeSource = time.time):
+        if not callable(clock):
+            raise LabkitError(
+                f"clock= takes a function that returns the Unix time, such as time.time or "
+                f"lambda: time.time() - 600, not {clock!r}: a labkit.clock.Clock compresses "
+                f"waits (give it to the Sender), it does not set the time a body carries")
         self.signature = signature
         self.clock = clock
 
@@ -273,7 +286,7 @@ class GitHubProvider(Provider):
     name = "github"
 
     def __init__(self, secret: str | bytes, *, hook_id: int = 123456789, thin: bool = False,
-                 api_url: str | None = None, clock: Clock = time.time):
+                 api_url: str | None = None, clock: TimeSource = time.time):
         super().__init__(GitHubSignature(secret), clock=clock)
         self.hook_id = hook_id
         self.thin = thin
@@ -412,7 +425,7 @@ class TwilioProvider(Provider):
 
     def __init__(self, auth_token: str | bytes, *,
                  account_sid: str = "AC" + _hex("labkit", "account", length=32),
-                 clock: Clock = time.time):
+                 clock: TimeSource = time.time):
         super().__init__(TwilioSignature(auth_token), clock=clock)
         self.account_sid = account_sid
 
@@ -478,7 +491,7 @@ class PaymentProvider(Provider):
     name = "stripe"
 
     def __init__(self, secret: str | bytes, *, api_version: str = "2024-06-20",
-                 clock: Clock = time.time):
+                 clock: TimeSource = time.time):
         super().__init__(StripeSignature(secret), clock=clock)
         self.api_version = api_version
 
@@ -537,7 +550,7 @@ class StandardWebhooksProvider(Provider):
 
     name = "standard-webhooks"
 
-    def __init__(self, secret: str | bytes, *, clock: Clock = time.time):
+    def __init__(self, secret: str | bytes, *, clock: TimeSource = time.time):
         super().__init__(StandardWebhooksSignature(secret), clock=clock)
 
     @staticmethod
@@ -552,11 +565,3 @@ class StandardWebhooksProvider(Provider):
                 "data": event.payload}
         headers = {"User-Agent": "labkit-webhooks/0.1", "Content-Type": "application/json"}
         return headers, _json(body)
-
-
-_PROVIDERS = (GitHubProvider, TwilioProvider, PaymentProvider, StandardWebhooksProvider)
-
-
-def delivery_ids(event) -> set[str]:
-    """Every delivery id a provider here derives from ``event`` (and the event id itself)."""
-    return {event.id} | {provider.delivery_id(event) for provider in _PROVIDERS}

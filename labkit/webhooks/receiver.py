@@ -60,29 +60,27 @@ Example::
 
     receiver = WebhookReceiver([GitHubSignature("s3cret")])
     with serve_receiver(receiver) as server:
-        GitHubProvider("s3cret").send(server.webhook_url, Feed().make())
+        GitHubProvider("s3cret").send(server.endpoint_url, Feed().make())
         print(receiver.wait_for(1)[0].event_type)      # push
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import threading
 import time
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
-from http.client import responses
 from typing import Any, Callable, Iterable, NamedTuple
 from urllib.parse import parse_qsl
 
 from tornado import httputil
 
-from labkit import lab
+from labkit import lab, techniques
+from labkit.endpoints import BodyLimit, too_large, write_answer
 from labkit.errors import LabkitError, RejectedError
 from labkit.trace import Trace
-from labkit.webhooks.providers import delivery_ids
 from labkit.wire import annotate, client_of
 
 __all__ = ["Delivery", "Rejection", "WebhookReceiver", "serve_receiver"]
@@ -146,13 +144,11 @@ class WebhookReceiver(httputil.HTTPServerConnectionDelegate):
         self.faults = faults
         self.feed = feed
         self.trace = trace
-        self.technique = technique
+        self.technique = techniques.get(technique).name
         self.path = path
         self._changed = threading.Condition()
         self._deliveries: list[Delivery] = []
         self._rejections: list[Rejection] = []
-        self._events: dict[str, Any] = {}
-        self._indexed = 0
         self._tasks: set[asyncio.Task] = set()
 
     @property
@@ -208,15 +204,8 @@ class WebhookReceiver(httputil.HTTPServerConnectionDelegate):
         if method != "POST":
             raise RejectedError("method", f"webhooks are POSTed, not sent with {method}",
                                 status=405)
-        if declared_length and declared_length.isdigit():
-            self._check_size(int(declared_length))
-
-    def _check_size(self, size: int) -> None:
-        """Step 1: refuse a body larger than ``max_body``."""
-        if size > self.max_body:
-            raise RejectedError(
-                "too_large", f"body of {size} bytes exceeds the {self.max_body}-byte limit",
-                status=413)
+        if declared_length and declared_length.isdigit() and int(declared_length) > self.max_body:
+            raise too_large(int(declared_length), self.max_body)
 
     def _verify(self, request, body: bytes) -> Delivery:
         """Steps 2 to 4: content type, verifiers, parsing; return the delivery."""
@@ -252,20 +241,10 @@ class WebhookReceiver(httputil.HTTPServerConnectionDelegate):
         with self._changed:
             self._deliveries.append(delivery)
             self._changed.notify_all()
-        event = self._feed_event(delivery.id)
+        event = None if self.feed is None else self.feed.find(delivery.id)
         if event is not None:
             self.trace.delivered(event, technique=self.technique,
                                  bytes=len(delivery.body), detail=f"from {client}")
-
-    def _feed_event(self, delivery_id: str | None):
-        """The feed event a delivery id was derived from, or None."""
-        if self.feed is None or delivery_id is None:
-            return None
-        with self._changed:
-            for event in self.feed.events[self._indexed:]:
-                self._events.update(dict.fromkeys(delivery_ids(event), event))
-                self._indexed += 1
-            return self._events.get(delivery_id)
 
     def __repr__(self) -> str:
         return (f"<WebhookReceiver {self.path} {len(self.deliveries)} delivered, "
@@ -372,8 +351,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
     def __init__(self, receiver: WebhookReceiver, connection: httputil.HTTPConnection):
         self.receiver = receiver
         self.connection = connection
-        self.body = bytearray()
-        self.received = 0
+        self.body = BodyLimit(receiver.max_body)
         self.answered = False
 
     def headers_received(self, start_line: httputil.RequestStartLine,
@@ -391,17 +369,14 @@ class _Exchange(httputil.HTTPMessageDelegate):
             self.refuse(exc, {**extra, "Connection": "close"})
 
     def data_received(self, chunk: bytes) -> None:
-        self.received += len(chunk)
-        if self.received <= self.receiver.max_body:  # past the limit, count but do not keep
-            self.body.extend(chunk)
+        self.body.add(chunk)
 
     def finish(self) -> None:
         if self.answered:
             return
         receiver = self.receiver
         try:
-            receiver._check_size(self.received)
-            delivery = receiver._verify(self.request, bytes(self.body))
+            delivery = receiver._verify(self.request, self.body.body())
         except RejectedError as exc:
             return self.refuse(exc)
         if receiver.faults is None and receiver.process is None:
@@ -453,46 +428,16 @@ class _Exchange(httputil.HTTPMessageDelegate):
 
     def answer(self, status: int, headers: dict | None = None, text: str = "") -> None:
         """Write the status line, headers and (usually empty) body, once."""
-        if self.answered:
-            return
-        self.answered = True
-        body = text.encode()
-        head = httputil.HTTPHeaders({"Date": _http_date(), "Content-Length": str(len(body))})
-        if body:
-            head["Content-Type"] = "text/plain; charset=utf-8"
-        for name, value in (headers or {}).items():
-            head[name] = value
-        line = httputil.ResponseStartLine("HTTP/1.1", status, responses.get(status, "Unknown"))
-        self.connection.write_headers(line, head, body)
-        self.connection.finish()
-
-
-@functools.lru_cache(maxsize=1)
-def _date_of(second: int) -> str:
-    return httputil.format_timestamp(second)
-
-
-def _http_date() -> str:
-    """The ``Date`` header value, formatted once per second rather than per answer."""
-    return _date_of(int(time.time()))
+        if not self.answered:
+            self.answered = True
+            write_answer(self.connection, status, headers, text)
 
 
 def serve_receiver(receiver: WebhookReceiver | None = None, *, trace: Trace | None = None,
-                   port: int = 0, **receiver_kwargs) -> lab.Server:
-    """Serve ``receiver`` (or a new one made from ``receiver_kwargs``) on the lab loop.
+                   port: int = 0, **options: Any) -> lab.Server:
+    """Serve ``receiver`` (or a new one made from ``options``) on the lab loop.
 
-    Returns the :class:`~labkit.lab.Server`, with ``server.receiver`` and
-    ``server.webhook_url`` (the URL to give the provider). The receiver
-    records feed latencies in the server's trace.
+    One line over :func:`labkit.lab.serve`: ``server.component`` is the
+    receiver and ``server.endpoint_url`` the URL to give the provider.
     """
-    if receiver is None:
-        receiver = WebhookReceiver(**receiver_kwargs)
-    elif receiver_kwargs:
-        raise LabkitError("pass either a receiver or keyword arguments to make one, not both")
-    if trace is None:  # not `trace or ...`: an empty Trace has len 0, so it is falsy
-        trace = receiver.trace if receiver.trace is not None else Trace()
-    receiver.trace = trace
-    server = lab.serve(receiver, trace=receiver.trace, port=port, technique=receiver.technique)
-    server.receiver = receiver
-    server.webhook_url = server.url + receiver.path
-    return server
+    return lab.serve(lab.component(WebhookReceiver, receiver, options), trace=trace, port=port)

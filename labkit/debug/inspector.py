@@ -46,8 +46,8 @@ Example::
     from labkit.webhooks.providers import GitHubProvider
 
     with serve_inspector() as server:
-        GitHubProvider("s3cret").send(server.inspector.bin_url("github"), Feed().make())
-        captured = server.inspector.wait_for(1)[0]
+        GitHubProvider("s3cret").send(server.component.bin_url("github"), Feed().make())
+        captured = server.component.wait_for(1)[0]
         print(captured.header("X-GitHub-Event"), len(captured.body))   # push, and the size in bytes
         print(as_curl(captured, "http://127.0.0.1:8000/webhook"))
 """
@@ -69,8 +69,9 @@ import requests
 import tornado.web
 from urllib3.util import SKIP_HEADER
 
-from labkit import lab
-from labkit.errors import LabkitError
+from labkit import lab, techniques
+from labkit.endpoints import BodyLimit
+from labkit.errors import LabkitError, RejectedError
 from labkit.trace import Trace
 from labkit.wire import annotate
 
@@ -172,16 +173,19 @@ class Inspector:
     """
 
     def __init__(self, *, status: int = 200, max_body: int = 1024 * 1024,
-                 max_requests: int = 100):
+                 max_requests: int = 100, technique: str = "inspector"):
         if not isinstance(status, int) or not 200 <= status <= 599:
             raise LabkitError(f"status must be a final HTTP status from 200 to 599, got {status!r}")
         if max_body < 0 or max_requests < 1:
             raise LabkitError("max_body must be 0 or more and max_requests at least 1")
+        self.technique = techniques.get(technique).name
         self.status = status
         self.max_body = max_body
         self.max_requests = max_requests
         self.url: str | None = None
-        """The server's base URL, set by :func:`serve_inspector`."""
+        """The server's base URL, set when it is served."""
+        self.trace: Trace | None = None
+        """The server's trace, set when it is served."""
         self._changed = threading.Condition()
         self._kept: deque[CapturedRequest] = deque(maxlen=max_requests)
         self._next_id = 1
@@ -217,7 +221,7 @@ class Inspector:
         if not _NAME.fullmatch(name):
             raise LabkitError(f"bin name {name!r} must be 1-64 letters, digits or _.~-")
         if self.url is None:
-            raise LabkitError("the inspector is not served yet: use serve_inspector()")
+            raise LabkitError("the inspector is not served yet: use serve_inspector() or lab.serve()")
         return f"{self.url}/bin/{name}"
 
     def wait_for(self, count: int, timeout: float = 5.0) -> list[CapturedRequest]:
@@ -248,6 +252,15 @@ class Inspector:
             self._kept.append(captured)
             self._changed.notify_all()
         return captured
+
+    def attached(self, server: lab.Server) -> None:
+        """Learn the URL it is served at (the lab calls this)."""
+        self.url = server.url
+
+    @property
+    def page_url(self) -> str | None:
+        """The HTML page that lists every kept request."""
+        return None if self.url is None else self.url + "/"
 
     def rules(self) -> list:
         """Tornado URL rules for every endpoint of the inspector."""
@@ -283,23 +296,23 @@ class _Bin(_Handler):
     SUPPORTED_METHODS = METHODS
 
     def prepare(self) -> None:
-        self.body = bytearray()
-        self.size = 0
-        declared = self.request.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > self.inspector.max_body:
-            self.refuse(int(declared))  # answered before the body is read
+        self.limit = BodyLimit(self.inspector.max_body)
+        try:
+            self.limit.check_declared(self.request.headers)
+        except RejectedError as exc:
+            self.refuse(exc, int(self.request.headers["Content-Length"]), close=True)
 
     def data_received(self, chunk: bytes) -> None:
-        self.size += len(chunk)
-        if self.size <= self.inspector.max_body:
-            self.body.extend(chunk)
+        self.limit.add(chunk)
 
     async def capture(self, name: str, rest: str | None = None) -> None:
         """Keep the request exactly as it arrived; answer with the inspector's status."""
-        if self.size > self.inspector.max_body:
-            return self.refuse(self.size)
+        try:
+            body = self.limit.body()
+        except RejectedError as exc:
+            return self.refuse(exc, self.limit.size)
         status = self.inspector.status
-        captured = self.inspector._capture(self.request, bytes(self.body), self.size, status, name)
+        captured = self.inspector._capture(self.request, body, self.limit.size, status, name)
         annotate(self, detail=f"captured #{captured.id} in bin {name}")
         self.set_status(status)
         self.set_header("X-Inspector-Id", str(captured.id))
@@ -310,14 +323,15 @@ class _Bin(_Handler):
 
     get = head = post = put = patch = delete = options = capture
 
-    def refuse(self, size: int) -> None:
+    def refuse(self, error: RejectedError, size: int, *, close: bool = False) -> None:
         """Answer 413 for a body over the cap; list the request, without its body."""
         name = self.path_args[0] if self.path_args else "?"
-        captured = self.inspector._capture(self.request, b"", size, 413, name)
-        message = f"body of {size} bytes exceeds this bin's {self.inspector.max_body}-byte limit"
-        annotate(self, detail=f"captured #{captured.id} without its body: {message}")
+        captured = self.inspector._capture(self.request, b"", size, error.status, name)
+        annotate(self, events=0, detail=f"captured #{captured.id} without its body: {error}")
         self.set_header("X-Inspector-Id", str(captured.id))
-        self.send_text(message + "\n", 413)
+        if close:
+            self.set_header("Connection", "close")
+        self.send_text(f"{error}\n", error.status)
 
 
 class _Page(_Handler):
@@ -375,21 +389,14 @@ def _not_kept(inspector: Inspector, request_id: str) -> str:
 
 
 def serve_inspector(inspector: Inspector | None = None, *, trace: Trace | None = None,
-                    port: int = 0, status: int = 200, max_body: int = 1024 * 1024,
-                    max_requests: int = 100) -> lab.Server:
-    """Serve a request bin on the lab loop and return the :class:`~labkit.lab.Server`.
+                    port: int = 0, **options: Any) -> lab.Server:
+    """Serve a request bin (``inspector``, or a new one made from ``options``).
 
-    ``server.inspector`` is the :class:`Inspector` (``inspector.bin_url(name)``
-    is a URL to give a provider); ``server.page_url`` is the HTML page.
-    Requests are recorded in ``trace`` under the technique ``inspector``.
+    One line over :func:`labkit.lab.serve`: ``server.component`` is the
+    :class:`Inspector` (``bin_url(name)`` is a URL to give a provider, ``page_url``
+    its HTML page). Requests are recorded under the technique ``inspector``.
     """
-    if inspector is None:
-        inspector = Inspector(status=status, max_body=max_body, max_requests=max_requests)
-    server = lab.serve(inspector.rules(), trace=trace, port=port, technique="inspector")
-    inspector.url = server.url
-    server.inspector = inspector
-    server.page_url = server.url + "/"
-    return server
+    return lab.serve(lab.component(Inspector, inspector, options), trace=trace, port=port)
 
 
 # -- sending a captured request again ----------------------------------------------------------

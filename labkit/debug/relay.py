@@ -32,8 +32,8 @@ What the relay does with each request, in order:
    each with a message saying what to check.
 
 Every request is logged as an :class:`Exchange` (``relay.log``), with the
-request as it arrived (a :class:`~labkit.webhooks.inspector.CapturedRequest`,
-so :func:`~labkit.webhooks.inspector.as_curl` and ``replay`` work on it, like
+request as it arrived (a :class:`~labkit.debug.inspector.CapturedRequest`,
+so :func:`~labkit.debug.inspector.as_curl` and ``replay`` work on it, like
 the replay button of ngrok's inspection page), what happened to it and what
 the client got. Lost requests also go into the trace as ``drop`` records.
 
@@ -56,9 +56,9 @@ Example::
 
     receiver = serve_receiver()
     with serve_relay(receiver.url, latency=0.05, jitter=0.02, drop=0.1, seed=1) as tunnel:
-        public = tunnel.relay.public(receiver.webhook_url)   # give this URL to the provider
+        public = tunnel.component.public(receiver.endpoint_url)   # give this URL to the provider
         requests.post(public, json={"id": "evt_1"})
-        tunnel.relay.log[-1].outcome                         # 'forwarded' (or 'dropped')
+        tunnel.component.log[-1].outcome                         # 'forwarded' (or 'dropped')
     receiver.stop()
 """
 
@@ -71,6 +71,7 @@ import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 import tornado.web
@@ -78,10 +79,11 @@ from tornado import httputil
 from tornado.http1connection import HTTP1Connection, HTTP1ConnectionParameters
 from tornado.iostream import StreamClosedError
 
-from labkit import lab
-from labkit.errors import LabkitError
+from labkit import lab, techniques
+from labkit.endpoints import BodyLimit, too_large
+from labkit.errors import LabkitError, RejectedError
 from labkit.trace import Trace
-from labkit.webhooks.inspector import HOP_HEADERS, METHODS, CapturedRequest
+from labkit.debug.inspector import HOP_HEADERS, METHODS, CapturedRequest
 from labkit.wire import annotate, client_of
 
 __all__ = ["Exchange", "Relay", "serve_relay", "PublicUrl", "MAX_DELAY", "OUTCOMES"]
@@ -125,14 +127,15 @@ class Relay:
     def __init__(self, target_url: str, *, latency: float = 0.0, jitter: float = 0.0,
                  drop: float = 0.0, seed: int = 0, drop_with: int | None = None,
                  preserve_host: bool = False, forwarded_for: str | None = None,
-                 timeout: float = 10.0, max_body: int = 1024 * 1024, max_log: int = 200):
+                 timeout: float = 10.0, max_body: int = 1024 * 1024, max_log: int = 200,
+                 technique: str = "relay"):
         parts = urlsplit(target_url)
         if parts.scheme != "http" or parts.hostname not in _LOOPBACK or parts.path not in ("", "/") \
                 or parts.query:
             raise LabkitError(
                 f"target_url must be a local server's base URL such as http://127.0.0.1:8000, "
                 f"got {target_url!r}: a tunnel forwards to your own machine, whole paths "
-                f"included (pass server.url, not server.webhook_url)")
+                f"included (pass server.url, not server.endpoint_url)")
         if latency < 0 or jitter < 0 or latency + jitter > MAX_DELAY:
             raise LabkitError(f"latency and jitter must be 0 or more and add up to at most "
                               f"{MAX_DELAY} s, got {latency} and {jitter}")
@@ -143,6 +146,8 @@ class Relay:
                               f"status from 400 to 599, got {drop_with!r}")
         if timeout <= 0 or max_body < 0 or max_log < 1:
             raise LabkitError("timeout must be positive, max_body 0 or more, max_log at least 1")
+        self.technique = techniques.get(technique).name
+        """How the trace names this relay's traffic (``relay``, or a variant ``relay: ...``)."""
         self.target_url = f"http://{parts.netloc}"
         self.host, self.port = parts.hostname, parts.port or 80
         self.latency, self.jitter, self.drop, self.seed = latency, jitter, drop, seed
@@ -152,10 +157,9 @@ class Relay:
         self.timeout = timeout
         self.max_body = max_body
         self.url: str | None = None
-        """The relay's own base URL (its "public" side), set by :func:`serve_relay`."""
+        """The relay's own base URL (its "public" side), set when it is served."""
         self.trace: Trace | None = None
-        """Where lost requests are recorded as ``drop`` records, set by :func:`serve_relay`."""
-        self.technique = "relay"
+        """Where lost requests are recorded as ``drop`` records, set when it is served."""
         self._rng = random.Random(seed)
         self._changed = threading.Condition()
         self._log: deque[Exchange] = deque(maxlen=max_log)
@@ -176,7 +180,7 @@ class Relay:
     def public(self, local_url: str) -> str:
         """The URL to give a provider so that it reaches ``local_url`` through the relay."""
         if self.url is None:
-            raise LabkitError("the relay is not served yet: use serve_relay()")
+            raise LabkitError("the relay is not served yet: use serve_relay() or lab.serve()")
         parts = urlsplit(local_url)
         if f"http://{parts.netloc}" != self.target_url:
             raise LabkitError(f"{local_url} is not on the relay's target {self.target_url}")
@@ -188,6 +192,10 @@ class Relay:
                        lambda: f"only {self._next_id - 1} of {count} requests passed the relay "
                                f"within {timeout} s")
         return self.log
+
+    def attached(self, server: lab.Server) -> None:
+        """Learn the relay's own URL (the lab calls this when it is served)."""
+        self.url = server.url
 
     def rules(self) -> list:
         """The one tornado rule: every path is forwarded."""
@@ -279,21 +287,19 @@ class _Forward(tornado.web.RequestHandler):
         self.relay = relay
         self.gone = asyncio.Event()
         self.target_stream = None
-        self.body = bytearray()
-        self.size = 0
+        self.limit = BodyLimit(relay.max_body)
         self.delay = 0.0
         self.arrived = time.monotonic()
         self.logged = False
 
     def prepare(self) -> None:
-        declared = self.request.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > self.relay.max_body:
-            self.too_large(int(declared))
+        try:
+            self.limit.check_declared(self.request.headers)
+        except RejectedError as exc:
+            self.too_large(exc, close=True)  # answered before the body is read
 
     def data_received(self, chunk: bytes) -> None:
-        self.size += len(chunk)
-        if self.size <= self.relay.max_body:
-            self.body.extend(chunk)
+        self.limit.add(chunk)
 
     def on_connection_close(self) -> None:
         self.gone.set()
@@ -303,8 +309,8 @@ class _Forward(tornado.web.RequestHandler):
     async def forward(self) -> None:
         """Wait out the bad network, then copy the request to the target and its answer back."""
         relay = self.relay
-        if self.size > relay.max_body:
-            return self.too_large(self.size)
+        if self.limit.over:
+            return self.too_large(too_large(self.limit.size, relay.max_body))
         self.delay, lost = relay._draw()
         if self.delay:
             try:
@@ -352,7 +358,7 @@ class _Forward(tornado.web.RequestHandler):
             raise StreamClosedError()
         connection = HTTP1Connection(stream, True, HTTP1ConnectionParameters(
             no_keep_alive=True, decompress=False))
-        body = bytes(self.body)
+        body = self.limit.kept
         start = httputil.RequestStartLine(self.request.method, self.request.uri, "HTTP/1.1")
         await connection.write_headers(start, self.forwarded_headers(body))
         if body:
@@ -422,9 +428,10 @@ class _Forward(tornado.web.RequestHandler):
         else:
             self.fail(relay.drop_with, "dropped", None, "the simulated bad network lost this request")
 
-    def too_large(self, size: int) -> None:
-        self.fail(413, "too_large", None,
-                  f"body of {size} bytes exceeds the relay's {self.relay.max_body}-byte limit")
+    def too_large(self, error: RejectedError, *, close: bool = False) -> None:
+        if close:
+            self.set_header("Connection", "close")
+        self.fail(error.status, error.reason, None, str(error))
 
     def fail(self, status: int, outcome: str, upstream: _Upstream | None, message: str) -> None:
         """Answer an error of the relay's own, with a message saying what to check."""
@@ -443,7 +450,7 @@ class _Forward(tornado.web.RequestHandler):
         relay = self.relay
         request_id = relay._next()
         captured = CapturedRequest.from_request(
-            self.request, id=request_id, body=bytes(self.body), size=max(self.size, len(self.body)),
+            self.request, id=request_id, body=self.limit.kept, size=self.limit.size,
             status=status)
         relay._record(Exchange(
             request=captured, outcome=outcome, status=status,
@@ -488,23 +495,13 @@ class PublicUrl:
         return f"<PublicUrl {self.public_url} {self.verifier!r}>"
 
 
-def serve_relay(target_url: str, *, trace: Trace | None = None, port: int = 0,
-                latency: float = 0.0, jitter: float = 0.0, drop: float = 0.0, seed: int = 0,
-                drop_with: int | None = None, preserve_host: bool = False,
-                forwarded_for: str | None = None, timeout: float = 10.0,
-                max_body: int = 1024 * 1024, technique: str = "relay") -> lab.Server:
-    """Serve a :class:`Relay` to ``target_url`` on the lab loop and return the server.
+def serve_relay(target: str | Relay, *, trace: Trace | None = None, port: int = 0,
+                **options: Any) -> lab.Server:
+    """Serve a relay: ``target`` is a :class:`Relay`, or the target URL of a new one
+    made with ``options`` (the keyword arguments of :class:`Relay`).
 
-    ``server.relay`` is the relay (its log, counts, ``public(local_url)``).
-    Requests are recorded in ``trace`` under ``technique``, lost ones as
-    ``drop`` records. Keyword arguments are those of :class:`Relay`.
+    One line over :func:`labkit.lab.serve`: ``server.component`` is the relay
+    (its log, counts, ``public(local_url)``). Requests are recorded under the
+    technique ``relay``, lost ones as ``drop`` records.
     """
-    relay = Relay(target_url, latency=latency, jitter=jitter, drop=drop, seed=seed,
-                  drop_with=drop_with, preserve_host=preserve_host, forwarded_for=forwarded_for,
-                  timeout=timeout, max_body=max_body)
-    trace = trace if trace is not None else Trace()
-    relay.trace, relay.technique = trace, technique
-    server = lab.serve(relay.rules(), trace=trace, port=port, technique=technique)
-    relay.url = server.url
-    server.relay = relay
-    return server
+    return lab.serve(lab.component(Relay, target, options), trace=trace, port=port)
