@@ -11,6 +11,7 @@ import logging
 from labkit import lab, techniques
 from labkit.clock import REAL_TIME, Clock
 from labkit.errors import (ClockError, CursorError, DeliveryError, FeedError, HubClosedError,
+                           HubError,
                            LabkitError, LabLoopError, PolicyError, PortInUseError,
                            RecordKindError, RejectedError, SignatureError,
                            UnknownTechniqueError, UsageError, WaitTimeout)
@@ -21,7 +22,7 @@ from labkit.wire import CLIENT_HEADER, annotate
 
 __all__ = [
     "CLIENT_HEADER", "Clock", "ClockError", "CursorError", "DeliveryError", "Event", "Feed",
-    "FeedError", "HubClosedError", "LabLoopError", "LabkitError", "PolicyError",
+    "FeedError", "HubClosedError", "HubError", "LabLoopError", "LabkitError", "PolicyError",
     "PortInUseError", "REAL_TIME", "Record", "RecordKindError", "RejectedError", "Server",
     "SignatureError", "Trace", "UnknownTechniqueError", "UsageError", "WaitTimeout",
     "annotate", "fixed_rate", "lab", "play", "plots", "poisson", "queues", "run", "serve",
