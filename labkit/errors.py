@@ -27,6 +27,7 @@ __all__ = [
     "UnknownTechniqueError",
     "CursorError",
     "HubError",
+    "ExerciseNotYet",
     "HubClosedError",
 ]
 
@@ -129,3 +130,7 @@ class HubError(LabkitError, ValueError):
 
 class HubClosedError(LabkitError):
     """The hub was closed (its server stopped) while a client waited on it, or before a publish."""
+
+
+class ExerciseNotYet(LabkitError, AssertionError):
+    """An exercise's answer is not right yet; the message says what is wrong and hints at why."""
