@@ -10,7 +10,8 @@ import logging
 
 from labkit import lab, techniques
 from labkit.clock import REAL_TIME, Clock
-from labkit.errors import (ClockError, CursorError, DeliveryError, ExerciseNotYet, FeedError,
+from labkit.errors import (ClockError, CursorError, DeliveryError, EventStreamError,
+                           ExerciseNotYet, FeedError,
                            HubClosedError,
                            HubError,
                            LabkitError, LabLoopError, PolicyError, PortInUseError,
@@ -23,7 +24,7 @@ from labkit.wire import CLIENT_HEADER, annotate
 
 __all__ = [
     "CLIENT_HEADER", "Clock", "ClockError", "CursorError", "DeliveryError", "Event", "Feed",
-    "ExerciseNotYet", "FeedError", "HubClosedError", "HubError", "LabLoopError", "LabkitError", "PolicyError",
+    "EventStreamError", "ExerciseNotYet", "FeedError", "HubClosedError", "HubError", "LabLoopError", "LabkitError", "PolicyError",
     "PortInUseError", "REAL_TIME", "Record", "RecordKindError", "RejectedError", "Server",
     "SignatureError", "Trace", "UnknownTechniqueError", "UsageError", "WaitTimeout",
     "annotate", "fixed_rate", "lab", "play", "plots", "poisson", "queues", "run", "serve",

@@ -28,6 +28,7 @@ __all__ = [
     "CursorError",
     "HubError",
     "ExerciseNotYet",
+    "EventStreamError",
     "HubClosedError",
 ]
 
@@ -134,3 +135,8 @@ class HubClosedError(LabkitError):
 
 class ExerciseNotYet(LabkitError, AssertionError):
     """An exercise's answer is not right yet; the message says what is wrong and hints at why."""
+
+
+class EventStreamError(LabkitError, ValueError):
+    """SSE was asked for something it cannot do: an id with a line break, a negative retry,
+    a stream with a heartbeat of 0 s, a client for a URL that is not ``http://``."""
