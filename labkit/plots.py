@@ -50,6 +50,7 @@ Example::
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 
 import matplotlib.pyplot as plt
@@ -106,6 +107,11 @@ def _techniques(trace: Trace, techniques: Iterable[str] | None) -> list[str]:
     return trace.techniques() if techniques is None else list(techniques)
 
 
+def _tick_labels(techs: list[str]) -> list[str]:
+    """Short labels for bars, wrapped so that long variant names never overlap."""
+    return [textwrap.fill(_table.get(t).tag, 14) for t in techs]
+
+
 def _known(name: str) -> bool:
     """True if ``name`` is in the technique table (a dict of runs may use free labels)."""
     try:
@@ -135,11 +141,11 @@ class _Lanes:
             row = _table.get(tech)
             several = len(techs) > 1
             self.rows[(tech, "")] = len(self.labels)
-            self.labels.append(f"{row.server} ({row.label})")
+            self.labels.append(f"{row.server} ({row.tag})")
             present = [c for c in trace.clients(tech) if c]
             for client in present if clients is None else [c for c in clients if c in present]:
                 self.rows[(tech, client)] = len(self.labels)
-                self.labels.append(f"{client} ({row.label if several else row.client})")
+                self.labels.append(f"{client} ({row.tag if several else row.client})")
 
     def of(self, record: Record) -> int | None:
         return self.rows.get((record.technique, record.client))
@@ -430,7 +436,7 @@ def request_counts(trace: Trace, *, techniques: Iterable[str] | None = None,
                       color=[technique_color(t) for t in techs], edgecolor="white",
                       hatch=_HATCHES[i % len(_HATCHES)], label=kind)
         ax.bar_label(bars, fontsize="small")
-    ax.set_xticks(x, [_table.label(t) for t in techs])
+    ax.set_xticks(x, _tick_labels(techs))
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.margins(y=0.12)
     if len(kinds) > 1:
@@ -461,7 +467,7 @@ def bytes_chart(trace: Trace, *, techniques: Iterable[str] | None = None,
                   color=[technique_color(t) for t in techs])
     ax.bar_label(bars, [f"{v:,.0f} B" if math.isfinite(v) else "no events" for v in values],
                  fontsize="small")
-    ax.set_xticks(range(len(techs)), [_table.label(t) for t in techs])
+    ax.set_xticks(range(len(techs)), _tick_labels(techs))
     ax.margins(y=0.12)
     return ax
 

@@ -24,20 +24,21 @@ inspector      request bin       request bin             sender
 =============  ================  ======================  ==========================
 
 An experiment that runs one technique in several ways names each run
-``"<technique>: <words>"`` (``"webhook: thin payload"``): same colour, its
-own label. A lesson or an exercise that invents a technique of its own adds
+``"<technique>: <words>"`` (``"webhook: thin payload"``): a shade of its
+technique's colour, its own label. A lesson or an exercise that invents a technique of its own adds
 it with :func:`register` first; its name then works everywhere the built-in
 ones do.
 
 Example::
 
     from labkit import techniques
-    techniques.get("sse").colour        # 'tab:green'
+    techniques.get("sse").colour        # '#2ca02c' (matplotlib's tab:green)
     techniques.register("grpc", "gRPC stream", "#00897b")
 """
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 from labkit.errors import UnknownTechniqueError
@@ -55,9 +56,17 @@ class Technique(NamedTuple):
     """What the lane of the serving side is called in a timeline."""
     client: str = "client"
     """What a lane of the other side is called."""
+    variant: str = ""
+    """For ``"webhook: thin payload"``, the words after the colon; else empty."""
+
+    @property
+    def tag(self) -> str:
+        """The shortest name that tells it apart in a chart: the variant's words, or the label."""
+        return self.variant or self.label
 
 
 _TABLE: dict[str, Technique] = {}
+_HEX = re.compile(r"#[0-9a-fA-F]{6}")
 
 
 def register(name: str, label: str, colour: str, *, server: str = "server",
@@ -66,8 +75,12 @@ def register(name: str, label: str, colour: str, *, server: str = "server",
 
     Red is kept for drops and failures; pick any other matplotlib colour.
     """
-    if not isinstance(name, str) or not name or name != name.strip():
-        raise UnknownTechniqueError(f"a technique name is a non-empty word, got {name!r}")
+    if not isinstance(name, str) or not name or name != name.strip() or ":" in name:
+        raise UnknownTechniqueError(f"a technique name is a non-empty word without ':', "
+                                    f"got {name!r}")
+    if not _HEX.fullmatch(colour):
+        raise UnknownTechniqueError(f"give the colour as #rrggbb (so its variants can be "
+                                    f"shaded), got {colour!r}")
     technique = Technique(name, label, colour, server, client)
     _TABLE[name] = technique
     return technique
@@ -78,19 +91,41 @@ def get(name: str) -> Technique:
 
     ``"<technique>: <words>"`` names a variant of a known technique for one
     experiment (``"webhook: github → relay"``, ``"polling: every 2 s"``): it
-    has its technique's colour and lanes, and a label with the words added.
+    has its technique's lanes, a shade of its colour, and a label with the words added.
     """
     row = _TABLE.get(name) if isinstance(name, str) else None
     if row is not None:
         return row
     base, colon, words = name.partition(":") if isinstance(name, str) else ("", "", "")
     if colon and base in _TABLE and words.strip():
-        row = _TABLE[base]
-        return row._replace(name=name, label=f"{row.label}: {words.strip()}")
+        row, words = _TABLE[base], words.strip()
+        return row._replace(name=name, label=f"{row.label}: {words}", variant=words,
+                            colour=_shade(base, row.colour, words))
     known = ", ".join(_TABLE)
     raise UnknownTechniqueError(
         f"unknown technique {name!r}: the kit knows {known} (and variants such as "
         f"'webhook: github'); add your own with labkit.techniques.register(name, label, colour)")
+
+
+_SHADES = (-0.45, 0.35, -0.25, 0.55, -0.6, 0.2)
+"""How far a variant's colour moves towards black (<0) or white (>0) from its technique's."""
+
+
+_VARIANTS: dict[str, list[str]] = {}  # technique -> its variants' words, in order first seen
+
+
+def _shade(base: str, colour: str, words: str) -> str:
+    """A shade of ``colour`` for a variant: the first variant of a technique seen gets the
+    first shade, the next the next, so variants in one lesson are told apart and each
+    keeps its shade in every chart of the run."""
+    seen = _VARIANTS.setdefault(base, [])
+    if words not in seen:
+        seen.append(words)
+    amount = _SHADES[seen.index(words) % len(_SHADES)]
+    red, green, blue = (int(colour[i:i + 2], 16) for i in (1, 3, 5))
+    target = 255 if amount > 0 else 0
+    mixed = (round(c + (target - c) * abs(amount)) for c in (red, green, blue))
+    return "#" + "".join(f"{c:02x}" for c in mixed)
 
 
 def names() -> list[str]:
@@ -109,16 +144,16 @@ def colour(name: str) -> str:
 
 
 for _row in (
-    ("webhook", "webhook", "tab:brown", "receiver", "sender"),
-    ("polling", "polling", "tab:blue", "server", "client"),
-    ("long-polling", "long polling", "tab:orange", "server", "client"),
-    ("sse", "SSE", "tab:green", "server", "client"),
-    ("websocket", "WebSocket", "tab:pink", "server", "client"),
-    ("webpush", "Web Push", "tab:purple", "push service", "device"),
-    ("queue", "message queue", "tab:olive", "broker", "client"),
-    ("direct", "direct call", "tab:cyan", "service", "caller"),
-    ("http", "plain HTTP", "tab:gray", "server", "client"),
-    ("relay", "relay (tunnel)", "#8c6d31", "relay", "sender"),
+    ("webhook", "webhook", "#8c564b", "receiver", "sender"),
+    ("polling", "polling", "#1f77b4", "server", "client"),
+    ("long-polling", "long polling", "#ff7f0e", "server", "client"),
+    ("sse", "SSE", "#2ca02c", "server", "client"),
+    ("websocket", "WebSocket", "#e377c2", "server", "client"),
+    ("webpush", "Web Push", "#9467bd", "push service", "device"),
+    ("queue", "message queue", "#bcbd22", "broker", "client"),
+    ("direct", "direct call", "#17becf", "service", "caller"),
+    ("http", "plain HTTP", "#7f7f7f", "server", "client"),
+    ("relay", "relay (tunnel)", "#008080", "relay", "sender"),
     ("inspector", "request bin", "#1f3d7a", "request bin", "sender"),
 ):
     register(*_row[:3], server=_row[3], client=_row[4])

@@ -121,12 +121,18 @@ def test_an_unknown_technique_is_a_clear_error_not_a_spare_colour():
         plots.timeline(tr)
 
 
-def test_a_variant_keeps_its_techniques_colour_and_adds_its_words():
-    assert plots.technique_color("webhook: thin payload") == plots.technique_color("webhook")
+def test_variants_get_shades_of_their_techniques_colour_and_their_own_words():
+    thin, full = plots.technique_color("webhook: thin"), plots.technique_color("webhook: full")
+    base = plots.technique_color("webhook")
+    assert len({thin, full, base}) == 3  # told apart, in every chart of the run
+    assert plots.technique_color("webhook: thin") == thin
     tr = Trace()
-    tr.add("request", technique="webhook: thin payload", client="github", t=tr.t0)
-    assert lane_labels(plots.timeline(tr)) == ["events happen", "receiver (webhook: thin payload)",
-                                               "github (sender)"]
+    tr.add("request", technique="webhook: thin", client="github", t=tr.t0)
+    tr.add("request", technique="webhook: a long name for a variant", client="x", t=tr.t0)
+    assert lane_labels(plots.timeline(tr, techniques=["webhook: thin"])) == [
+        "events happen", "receiver (thin)", "github (sender)"]
+    ticks = [t.get_text() for t in plots.request_counts(tr).get_xticklabels()]
+    assert ticks[0] == "thin" and all(len(line) <= 14 for t in ticks for line in t.split("\n"))
 
 
 # -- timeline --------------------------------------------------------------
