@@ -24,8 +24,9 @@ lab: $(STAMP)
 	$(PY) -m jupyter lab notebooks/ $(ROOT_FLAG)
 
 ## make test: pytest for labkit plus nbval over every notebook, in one run
+## (beside a real Redis server when redis-server is installed: scripts/with-redis.sh)
 test: $(STAMP)
-	$(PY) -m pytest tests --nbval-lax --nbval-current-env notebooks
+	scripts/with-redis.sh $(PY) -m pytest tests --nbval-lax --nbval-current-env notebooks
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -10,11 +10,11 @@ import logging
 
 from labkit import lab, techniques
 from labkit.clock import REAL_TIME, Clock
-from labkit.errors import (ClockError, CursorError, DeliveryError, EventStreamError,
+from labkit.errors import (BrokerUnavailable, ClockError, CursorError, DeliveryError, EventStreamError,
                            ExerciseNotYet, FeedError,
                            HubClosedError,
                            HubError,
-                           LabkitError, LabLoopError, PolicyError, PortInUseError,
+                           LabkitError, LabLoopError, PolicyError, PortInUseError, QueueError,
                            RecordKindError, RejectedError, SignatureError,
                            UnknownTechniqueError, UsageError, WaitTimeout)
 from labkit.feed import Event, Feed, fixed_rate, play, poisson
@@ -23,9 +23,9 @@ from labkit.trace import Record, Trace
 from labkit.wire import CLIENT_HEADER, annotate
 
 __all__ = [
-    "CLIENT_HEADER", "Clock", "ClockError", "CursorError", "DeliveryError", "Event", "Feed",
+    "BrokerUnavailable", "CLIENT_HEADER", "Clock", "ClockError", "CursorError", "DeliveryError", "Event", "Feed",
     "EventStreamError", "ExerciseNotYet", "FeedError", "HubClosedError", "HubError", "LabLoopError", "LabkitError", "PolicyError",
-    "PortInUseError", "REAL_TIME", "Record", "RecordKindError", "RejectedError", "Server",
+    "PortInUseError", "QueueError", "REAL_TIME", "Record", "RecordKindError", "RejectedError", "Server",
     "SignatureError", "Trace", "UnknownTechniqueError", "UsageError", "WaitTimeout",
     "annotate", "fixed_rate", "lab", "play", "plots", "poisson", "queues", "run", "serve",
     "submit", "techniques",

@@ -29,6 +29,8 @@ __all__ = [
     "HubError",
     "ExerciseNotYet",
     "EventStreamError",
+    "BrokerUnavailable",
+    "QueueError",
     "HubClosedError",
 ]
 
@@ -140,3 +142,11 @@ class ExerciseNotYet(LabkitError, AssertionError):
 class EventStreamError(LabkitError, ValueError):
     """SSE was asked for something it cannot do: an id with a line break, a negative retry,
     a stream with a heartbeat of 0 s, a client for a URL that is not ``http://``."""
+
+
+class BrokerUnavailable(LabkitError, ConnectionError):
+    """Nobody answers at the message broker's URL; the message says where and what to do."""
+
+
+class QueueError(LabkitError, ValueError):
+    """A queue, group or consumer was given impossible arguments (a bad name, batch, URL)."""

@@ -7,8 +7,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+CONDA_NAMES = {"redis-py": "redis"}
+"""conda-forge packages whose PyPI name differs (conda-forge's own "redis" is the server)."""
+
+
 def package_name(requirement: str) -> str:
-    return re.split(r"[<>=!~ \[;]", requirement.strip(), maxsplit=1)[0].lower()
+    name = re.split(r"[<>=!~ \[;]", requirement.strip(), maxsplit=1)[0].lower()
+    return CONDA_NAMES.get(name, name)
 
 
 def conda_runtime_packages() -> set[str]:
@@ -39,6 +44,8 @@ def test_readme_shows_the_two_commands_and_ci_runs_the_test_one():
     assert "make lab" in readme and "make test" in readme
     ci = (ROOT / ".ci" / "run").read_text()
     assert re.search(r"^make test$", ci, re.M)
+    makefile = (ROOT / "Makefile").read_text()
+    assert "scripts/with-redis.sh" in makefile and "redis-server" in ci
 
 
 def test_makefile_targets_exist_for_both_commands():
