@@ -10,7 +10,8 @@ import logging
 
 from labkit import lab, techniques
 from labkit.clock import REAL_TIME, Clock
-from labkit.errors import (BrokerUnavailable, ClockError, CursorError, DeliveryError, EventStreamError,
+from labkit.errors import (BrokerUnavailable, ClockError, DecryptError, DeviceError, FrameError,
+                           VapidError, CursorError, DeliveryError, EventStreamError,
                            ExerciseNotYet, FeedError,
                            HubClosedError,
                            HubError,
@@ -23,7 +24,8 @@ from labkit.trace import Record, Trace
 from labkit.wire import CLIENT_HEADER, annotate
 
 __all__ = [
-    "BrokerUnavailable", "CLIENT_HEADER", "Clock", "ClockError", "CursorError", "DeliveryError", "Event", "Feed",
+    "BrokerUnavailable", "CLIENT_HEADER", "Clock", "DecryptError", "DeviceError", "FrameError",
+    "VapidError", "ClockError", "CursorError", "DeliveryError", "Event", "Feed",
     "EventStreamError", "ExerciseNotYet", "FeedError", "HubClosedError", "HubError", "LabLoopError", "LabkitError", "PolicyError",
     "PortInUseError", "QueueError", "REAL_TIME", "Record", "RecordKindError", "RejectedError", "Server",
     "SignatureError", "Trace", "UnknownTechniqueError", "UsageError", "WaitTimeout",

@@ -32,6 +32,10 @@ __all__ = [
     "BrokerUnavailable",
     "QueueError",
     "HubClosedError",
+    "DecryptError",
+    "DeviceError",
+    "FrameError",
+    "VapidError",
 ]
 
 
@@ -150,3 +154,23 @@ class BrokerUnavailable(LabkitError, ConnectionError):
 
 class QueueError(LabkitError, ValueError):
     """A queue, group or consumer was given impossible arguments (a bad name, batch, URL)."""
+
+
+class DecryptError(RejectedError, ValueError):
+    """A body that is not a valid aes128gcm Web Push message (a push service answers 400)."""
+
+    status = 400
+
+
+class DeviceError(LabkitError):
+    """The device could not do what it was asked (not subscribed, refused, gone...)."""
+
+
+class FrameError(LabkitError, ValueError):
+    """A device-connection frame that is not one of the three kinds (see the module)."""
+
+
+class VapidError(RejectedError):
+    """A push request whose VAPID authorization is absent (401) or invalid (403)."""
+
+    status = 403
