@@ -139,13 +139,12 @@ class _Lanes:
         self.techs = techs
         for tech in techs:
             row = _table.get(tech)
-            several = len(techs) > 1
             self.rows[(tech, "")] = len(self.labels)
             self.labels.append(f"{row.server} ({row.tag})")
             present = [c for c in trace.clients(tech) if c]
             for client in present if clients is None else [c for c in clients if c in present]:
                 self.rows[(tech, client)] = len(self.labels)
-                self.labels.append(f"{client} ({row.tag if several else row.client})")
+                self.labels.append(f"{client} ({row.client})")
 
     def of(self, record: Record) -> int | None:
         return self.rows.get((record.technique, record.client))
@@ -185,7 +184,8 @@ def timeline(trace: Trace, *, ax: Axes | None = None, techniques: Iterable[str] 
     clients. A request is an arrow leaning up to the serving side; its
     answer an arrow leaning back down, drawn at least one arrow's width
     later so that a loopback exchange (well under a millisecond) still shows
-    both. A faded answer carried no news (an empty poll). A pale bar is a
+    both. A faded answer carried no news (an empty poll); a dark dotted one
+    was refused or failed (4xx, 5xx) or never came (the client left). A pale bar is a
     request held open at least ``min_span`` seconds (long polling), a dark
     bar a connection open between its ``connect`` and ``disconnect`` (SSE, a
     push subscription). Diamonds are events reaching whoever learns of them,
@@ -272,23 +272,34 @@ def _draw_exchanges(ax: Axes, records: list[Record], lanes: _Lanes, window: _Win
         arrows = [arrows[i] for i in picks]
     for t, kind, r in arrows:
         client, server = lanes.of(r), lanes.rows[(r.technique, "")]
-        empty = kind == "response" and r.events == 0
+        style = _answer_style(r) if kind == "response" else "request"
         tail, head = (client, server) if kind == "request" else (server, client)
         x = window.x(t)
-        ax.annotate("", xy=(x + window.slant, head), xytext=(x, tail), zorder=2,
-                    gid="empty response" if empty else kind,
+        ax.annotate("", xy=(x + window.slant, head), xytext=(x, tail), zorder=2, gid=style,
                     arrowprops=dict(arrowstyle="-|>", mutation_scale=9, linewidth=0.9,
-                                    shrinkA=0, shrinkB=0, color=technique_color(r.technique),
-                                    alpha=0.35 if empty else 1.0,
-                                    linestyle="-" if kind == "request" else "--"))
-    answers = [a[2] for a in arrows if a[1] == "response"]
-    shown = {"request (up to the server)": ("-", 1.0, any(a[1] == "request" for a in arrows)),
-             "answer (back down)": ("--", 1.0, any(r.events != 0 for r in answers)),
-             "answer with nothing new": ("--", 0.35, any(r.events == 0 for r in answers))}
-    for label, (style, alpha, present) in shown.items():
-        if present:
-            drawn[label] = Line2D([], [], color=neutral, linestyle=style, alpha=alpha,
+                                    shrinkA=0, shrinkB=0, alpha=_ARROWS[style][2],
+                                    color=_ARROWS[style][1] or technique_color(r.technique),
+                                    linestyle=_ARROWS[style][0]))
+    styles = {"request" if kind == "request" else _answer_style(r) for _, kind, r in arrows}
+    for style, (line, colour, alpha, label) in _ARROWS.items():
+        if style in styles:
+            drawn[label] = Line2D([], [], color=colour or neutral, linestyle=line, alpha=alpha,
                                   label=label)
+
+
+_ARROWS = {  # gid: line style, colour (None: the technique's), alpha, legend label
+    "request": ("-", None, 1.0, "request (up to the server)"),
+    "response": ("--", None, 1.0, "answer (back down)"),
+    "empty response": ("--", None, 0.35, "answer with nothing new"),
+    "failed response": (":", "0.15", 1.0, "refused, failed or abandoned"),
+}
+
+
+def _answer_style(record: Record) -> str:
+    """How an answer is drawn: refused or failed (4xx, 5xx, none at all), empty, or with news."""
+    if record.status is None or record.status >= 400:
+        return "failed response"
+    return "empty response" if record.events == 0 else "response"
 
 
 def _draw_events(ax: Axes, records: list[Record], lanes: _Lanes, window: _Window,

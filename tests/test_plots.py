@@ -36,11 +36,11 @@ def trace():
     for i, t in enumerate((1.0, 2.0, 3.0)):
         tr.add("request", technique="polling", client="c1", t=t0 + t, bytes=100)
         tr.add("response", technique="polling", client="c1", t=t0 + t + 0.01, bytes=50,
-               duration=0.01, events=int(i == 1))
+               duration=0.01, events=int(i == 1), status=200)
     tr.add("event", technique="polling", client="c1", t=t0 + 2.01, latency=0.8)
     tr.add("request", technique="long-polling", client="c2", t=t0 + 1.0, bytes=120)
     tr.add("response", technique="long-polling", client="c2", t=t0 + 3.0, bytes=200,
-           duration=2.0, events=1)
+           duration=2.0, events=1, status=200)
     tr.add("event", technique="long-polling", client="c2", t=t0 + 3.0, latency=0.02)
     tr.add("connect", technique="sse", client="c3", t=t0 + 0.5)
     tr.add("request", technique="sse", client="c3", t=t0 + 0.5, bytes=150)
@@ -54,8 +54,8 @@ def trace():
     return tr
 
 
-LANES = ["events happen", "server (polling)", "c1 (polling)", "server (long polling)",
-         "c2 (long polling)", "server (SSE)", "c3 (SSE)", "c4 (SSE)"]
+LANES = ["events happen", "server (polling)", "c1 (client)", "server (long polling)",
+         "c2 (client)", "server (SSE)", "c3 (client)", "c4 (client)"]
 
 
 def lane_labels(ax):
@@ -175,7 +175,7 @@ def test_timeline_keeps_a_loopback_answer_apart_from_its_request():
     tr = Trace()
     tr.add("request", technique="polling", client="c", t=tr.t0 + 1.0)
     tr.add("response", technique="polling", client="c", t=tr.t0 + 1.0002, duration=0.0002,
-           events=1)
+           events=1, status=200)
     tr.add("request", technique="polling", client="c", t=tr.t0 + 9.0)
     ax = plots.timeline(tr, source=False)  # rows: server 0, c 1; window 0..9 s
     (first, _), (answer,) = arrows(ax, "request"), arrows(ax, "response")
@@ -200,12 +200,24 @@ def test_timeline_draws_held_requests_and_open_connections_as_bars(trace):
     ax = plots.timeline(trace)
     # Only the long poll was held (polls took 10 ms < min_span): it began at 3 - 2.
     assert bars(ax, "held request") == [
-        pytest.approx((1.0, 3.0, LANES.index("c2 (long polling)")))]
+        pytest.approx((1.0, 3.0, LANES.index("c2 (client)")))]
     # c3 was connected 0.5..4; c4 never disconnected, so its bar runs to the last record.
     assert bars(ax, "open connection") == [
-        pytest.approx((0.5, 4.0, LANES.index("c3 (SSE)"))),
-        pytest.approx((1.0, 4.5, LANES.index("c4 (SSE)"))),
+        pytest.approx((0.5, 4.0, LANES.index("c3 (client)"))),
+        pytest.approx((1.0, 4.5, LANES.index("c4 (client)"))),
     ]
+
+
+def test_refused_failed_and_abandoned_answers_are_drawn_apart_from_empty_ones():
+    tr = Trace()
+    for i, status in enumerate((200, 401, 500, None)):
+        tr.add("request", technique="webhook", client="github", t=tr.t0 + i)
+        tr.add("response", technique="webhook", client="github", t=tr.t0 + i + 0.001,
+               duration=0.001, events=int(status == 200), status=status)
+    ax = plots.timeline(tr)
+    assert len(arrows(ax, "response")) == 1 and len(arrows(ax, "failed response")) == 3
+    assert not arrows(ax, "empty response")
+    assert "refused, failed or abandoned" in legend_texts(ax)
 
 
 def test_an_abandoned_long_poll_is_not_drawn_as_an_open_stream():
@@ -230,7 +242,7 @@ def test_timeline_marks_events_when_learned_and_when_they_happened(trace):
     ax = plots.timeline(trace)
     events = points(ax, "event")
     assert len(events) == 5
-    assert events[0] == pytest.approx((1.5, LANES.index("c3 (SSE)")))
+    assert events[0] == pytest.approx((1.5, LANES.index("c3 (client)")))
     happened = points(ax, "event created")
     assert len(happened) == 5 and all(row == 0 for _, row in happened)
     assert (1.21, 0) in [(pytest.approx(x), y) for x, y in happened]  # the poll's: 2.01 - 0.8
@@ -239,7 +251,7 @@ def test_timeline_marks_events_when_learned_and_when_they_happened(trace):
 
 def test_timeline_marks_retries_and_drops_on_their_lanes(trace):
     ax = plots.timeline(trace)
-    assert points(ax, "retry") == [pytest.approx((4.2, LANES.index("c3 (SSE)")))]
+    assert points(ax, "retry") == [pytest.approx((4.2, LANES.index("c3 (client)")))]
     # A record without a client belongs to the server.
     assert points(ax, "drop") == [pytest.approx((4.5, LANES.index("server (SSE)")))]
 
@@ -274,7 +286,7 @@ def test_timeline_window_clips_and_shifts_the_origin(trace):
     # Polls at 2 and 3 (request and answer each) and the long poll's answer at 3.
     assert len(arrows(ax)) == 5
     assert bars(ax, "held request") == [
-        pytest.approx((0.0, 1.0, LANES.index("c2 (long polling)")))]
+        pytest.approx((0.0, 1.0, LANES.index("c2 (client)")))]
     assert bars(ax, "open connection")[0][:2] == pytest.approx((0.0, 1.5))
     lo, hi = ax.get_xlim()
     assert lo <= 0 < 1.5 <= hi < 2
@@ -506,8 +518,8 @@ def test_dashboard_puts_four_charts_in_one_figure(trace):
 def test_dashboard_techniques_picks_techniques(trace):
     fig = plots.dashboard(trace, techniques=["sse", "polling"])
     timeline, cdf, counts, wire = fig.axes
-    assert lane_labels(timeline) == ["events happen", "server (SSE)", "c3 (SSE)", "c4 (SSE)",
-                                     "server (polling)", "c1 (polling)"]
+    assert lane_labels(timeline) == ["events happen", "server (SSE)", "c3 (client)",
+                                     "c4 (client)", "server (polling)", "c1 (client)"]
     assert bar_heights(counts) == [1, 3]
 
 
