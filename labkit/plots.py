@@ -133,7 +133,7 @@ class _Lanes:
     serving side and each of its clients, named for the part they play."""
 
     def __init__(self, trace: Trace, techs: list[str], clients: Sequence[str] | None,
-                 source: bool):
+                 source: bool, roles: Mapping[str, str]):
         self.rows: dict[tuple[str, str], int] = {}  # (technique, client) -> row; "" = server
         self.labels: list[str] = ["events happen"] if source else []
         self.techs = techs
@@ -144,7 +144,7 @@ class _Lanes:
             present = [c for c in trace.clients(tech) if c]
             for client in present if clients is None else [c for c in clients if c in present]:
                 self.rows[(tech, client)] = len(self.labels)
-                self.labels.append(f"{client} ({row.client})")
+                self.labels.append(f"{client} ({roles.get(client, row.client)})")
 
     def of(self, record: Record) -> int | None:
         return self.rows.get((record.technique, record.client))
@@ -175,7 +175,8 @@ class _Window:
 def timeline(trace: Trace, *, ax: Axes | None = None, techniques: Iterable[str] | None = None,
              clients: Sequence[str] | None = None, start: float | None = None,
              end: float | None = None, title: str = "Timeline", min_span: float = 0.05,
-             max_arrows: int | None = 400, source: bool = True) -> Axes:
+             max_arrows: int | None = 400, source: bool = True,
+             roles: Mapping[str, str] | None = None) -> Axes:
     """Swimlane diagram of who sent what to whom, and when.
 
     Rows, top to bottom: ``events happen`` (a star when each delivered event
@@ -192,14 +193,16 @@ def timeline(trace: Trace, *, ax: Axes | None = None, techniques: Iterable[str] 
     ``o`` a retry, a red ``x`` a drop.
 
     ``techniques`` picks and orders the technique groups (default: all);
-    ``clients`` picks and orders client rows. ``start``/``end`` bound the
+    ``clients`` picks and orders client rows; ``roles`` names the part a
+    client plays where the technique's usual word is not right
+    (``{"shop": "app server"}`` for the one who posts to a push service). ``start``/``end`` bound the
     window on the trace's clock (``trace.t0 + 2``). At most ``max_arrows``
     arrows are drawn, evenly sampled in time (a note says so); ``None``
     draws them all. Bars and markers are never capped.
     """
     techs = _techniques(trace, techniques)
     records = [r for r in trace.records() if r.technique in techs]
-    lanes = _Lanes(trace, techs, clients, source)
+    lanes = _Lanes(trace, techs, clients, source, roles or {})
     ax = _new_axes(ax, (10, min(20, 1.5 + 0.4 * len(lanes.labels))))
     ax.set_title(title)
     ax.set_xlabel("time since start (s)" if start is not None else "time since trace start (s)")

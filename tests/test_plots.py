@@ -156,6 +156,9 @@ def test_timeline_lanes_are_named_for_who_talks_to_whom():
         "events happen", "receiver (webhook)", "github (sender)"]
     assert lane_labels(plots.timeline(tr, techniques=["webpush"])) == [
         "events happen", "push service (Web Push)", "phone (device)"]
+    tr.add("request", technique="webpush", client="shop", t=tr.t0 + 2)
+    assert lane_labels(plots.timeline(tr, techniques=["webpush"], roles={"shop": "app server"})
+                       )[-1] == "shop (app server)"
 
 
 def test_timeline_of_one_technique_labels_clients_by_their_part(trace):
