@@ -41,7 +41,7 @@ by its threads the way ``requests`` allows.
 from __future__ import annotations
 
 import threading
-from typing import Any, NamedTuple
+from typing import Any, Mapping, NamedTuple
 
 import requests
 from py_vapid import Vapid02
@@ -69,6 +69,9 @@ class SendResult(NamedTuple):
     """Why it was refused ("" when accepted)."""
     body_bytes: int
     """Bytes of the encrypted body that was posted (0 if it was not)."""
+    headers: Mapping[str, str] | None = None
+    """The request's headers as pywebpush sent them (``Authorization``, ``TTL``, ``Urgency``,
+    ``Topic``, ``Content-Encoding`` ...), names case-insensitive; None when nothing was sent."""
 
     @property
     def ok(self) -> bool:
@@ -153,7 +156,7 @@ class AppServer:
         return SendResult(response.status_code, response.headers.get("Location"),
                           int(ttl_kept) if ttl_kept.isdigit() else None,
                           "" if response.status_code == 201 else _error_of(response),
-                          len(response.request.body or b""))
+                          len(response.request.body or b""), response.request.headers.copy())
 
     def broadcast(self, data: str | bytes | Event | None = None,
                   **options: Any) -> list[SendResult]:

@@ -1,0 +1,17 @@
+"""The lessons' experiments, one module per topic, each experiment one call.
+
+A lesson shows an idea in prose, runs one short call, and reads the result.
+The call lives here: a function named for what it does starts every server
+and client it needs, runs, stops them all (also when something fails) and
+returns a small frozen result: the trace, the numbers the lesson asserts on,
+and a ``figure()`` method that draws the lesson's chart (matplotlib is
+imported inside it, never when the module loads). Experiments that take more
+than about two seconds show a :class:`labkit.progress.Progress` bar in a
+notebook and print nothing anywhere else.
+
+- ``start``: lesson 00, a shop posting order updates to a receiver.
+- ``queues``: lesson 01, a direct call against a queue, an outage, a crash before the ack.
+- ``webhooks``: lesson 02, lost pushes, a relay, SMS status, payments, thin payloads, a race
+  against polling.
+- ``webpush``: lesson 08, a food app's alerts: subscription, TTL, topics, urgency, 410, VAPID.
+"""
