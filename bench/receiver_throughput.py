@@ -1,4 +1,4 @@
-"""Bench: how many signed webhooks per second labkit's receiver verifies, next to plain tornado.
+"""Bench: signed webhooks per second and their latency, labkit's receiver next to plain tornado.
 
 Two receivers get the same load, one after the other, each in a process of its
 own pinned to one CPU core (the load generator is pinned to another):
@@ -7,48 +7,75 @@ own pinned to one CPU core (the load generator is pinned to another):
   ``X-Hub-Signature-256`` with :class:`~labkit.webhooks.GitHubSignature`, served
   by :func:`labkit.webhooks.serve_receiver`, so every request is also traced
   (the wire layer counts its bytes and writes request/response records) and
-  every accepted delivery is parsed and recorded;
+  every accepted delivery is parsed and kept;
 * ``plain``: a bare tornado ``RequestHandler`` doing the same check by hand
   (HMAC-SHA256 over the raw body, ``hmac.compare_digest``, 401 on mismatch)
   and parsing the JSON body, nothing else.
 
-The load: ``--senders`` concurrent keep-alive HTTP/1.1 connections (raw asyncio
-streams, requests prepared in advance, so the sender side stays cheap) share
-``--deliveries`` deliveries of about ``--size`` bytes, one in ``--forged-every``
-signed with the wrong secret. Every forged delivery must be refused (401) and
-every genuine one accepted (200); the receiver's own counts are checked too.
-Each round measures both receivers, alternating which goes first; the summary
-gives medians over rounds and the ratio labkit / plain. ``--profile`` then runs
-each receiver once more under cProfile (on the thread that serves requests) and
-says where the time goes, per delivery.
+The load: for each count in ``--senders`` (default 1, 16 and 64), that many
+concurrent keep-alive HTTP/1.1 connections (raw asyncio streams, requests
+prepared in advance, so the sender side stays cheap) share ``--deliveries``
+deliveries of about ``--size`` bytes, one in ``--forged-every`` signed with the
+wrong secret. Every forged delivery must be refused (401) and every genuine
+one accepted (200); the receiver's own counts are checked too. Each delivery's
+latency is timed by its sender, from the first byte written to the last byte
+of the answer read. Each round measures both receivers, alternating which goes
+first; the summary gives, per sender count, medians over rounds of the rate
+and of p50/p99/max latency, and the ratios labkit / plain. The target: rate
+ratio at least 1.00 and p99 ratio at most 1.20 at every sender count.
+
+Each server also reports its CPU time per delivery (user + system, from
+``/proc``: what a delivery costs it, whatever else the machine runs; the
+ratio of these is the fairest comparison on a busy machine), its full
+(generation-2) garbage collections while it served, the longest of them,
+and its peak memory. The machine is shared, so
+the load average and the CPU time other processes used during each
+measurement ("others", in cores) are printed with it.
+
+``--overhead`` then measures what the kit's bookkeeping adds to one exchange:
+the plain handler served bare, and the same handler served by
+:func:`labkit.lab.serve` (the wire layer counts it and writes its ``request``
+and ``response`` records) calling :meth:`~labkit.trace.Trace.delivered` for
+each accepted delivery, as a technique does. One sender, so the difference of
+the two p50 latencies is the time the bookkeeping adds to an exchange; the
+in-process cost of the three trace calls alone is timed too. ``--profile``
+runs each receiver once more under cProfile and says where the time goes.
 
 Loopback only. Exit status: 0 if every status was right, 1 if any was wrong, 2
-if the run exceeded ``--timeout``.
+if the run exceeded ``--timeout``. The targets are reported, not enforced.
 
-    .venv/bin/python bench/receiver_throughput.py
-    .venv/bin/python bench/receiver_throughput.py --deliveries 20000 --rounds 5 --profile
+    nice .venv/bin/python bench/receiver_throughput.py --overhead
+    nice .venv/bin/python bench/receiver_throughput.py --senders "" --overhead --rounds 7
+    .venv/bin/python bench/receiver_throughput.py --senders 16 --rounds 5 --profile
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import hashlib
 import hmac
 import json
+import math
 import multiprocessing
 import os
 import platform
 import random
+import resource
 import statistics
 import sys
 import time
+from types import SimpleNamespace
 
 SECRET = "bench-webhook-secret"
 WRONG_SECRET = "not-the-secret"
 HOST = "127.0.0.1"
 WARMUP = 200
-"""Genuine deliveries sent (and checked) before the clock starts, to open connections and warm caches."""
+"""Genuine deliveries sent (and checked) before the clock starts: connections open, caches warm."""
+TARGET_RATE, TARGET_P99 = 1.00, 1.20
+"""labkit / plain: at least this rate ratio, at most this p99 ratio."""
+TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 class Timeout(Exception):
@@ -57,23 +84,37 @@ class Timeout(Exception):
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--deliveries", type=int, default=5_000, help="deliveries per measurement (5000)")
-    parser.add_argument("--senders", type=int, default=16, help="concurrent keep-alive connections (16)")
-    parser.add_argument("--size", type=int, default=1_024, help="approximate body size in bytes (1024)")
+    parser.add_argument("--deliveries", type=int, default=5_000,
+                        help="deliveries per measurement (5000)")
+    parser.add_argument("--senders", default="1,16,64",
+                        help="comma-separated counts of concurrent keep-alive senders (1,16,64); "
+                             "empty: no throughput part")
+    parser.add_argument("--size", type=int, default=1_024,
+                        help="approximate body size in bytes (1024)")
     parser.add_argument("--forged-every", type=int, default=10,
                         help="one delivery in N is signed with the wrong secret (10)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds, each measuring both receivers (3)")
-    parser.add_argument("--timeout", type=float, default=120.0, help="abort the whole run after S seconds (120)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds per sender count, each measuring both receivers (3)")
+    parser.add_argument("--timeout", type=float, default=900.0,
+                        help="abort the whole run after S seconds (900)")
+    parser.add_argument("--overhead", action="store_true",
+                        help="afterwards, measure what tracing adds to one exchange")
     parser.add_argument("--profile", action="store_true",
                         help="afterwards, profile each receiver once and show where the time goes")
     parser.add_argument("--seed", type=int, default=1, help="seed for the bodies (1)")
     args = parser.parse_args(argv)
-    if args.deliveries < 1 or args.senders < 1 or args.size < 64 or args.forged_every < 2 or args.rounds < 1:
-        parser.error("need --deliveries >= 1, --senders >= 1, --size >= 64, --forged-every >= 2, --rounds >= 1")
+    try:
+        args.senders = [int(n) for n in args.senders.split(",") if n.strip()]
+    except ValueError:
+        parser.error(f"--senders needs comma-separated integers, not {args.senders!r}")
+    if (args.deliveries < 1 or min(args.senders, default=1) < 1 or args.size < 64
+            or args.forged_every < 2 or args.rounds < 1):
+        parser.error("need --deliveries >= 1, --senders >= 1, --size >= 64, --forged-every >= 2, "
+                     "--rounds >= 1")
     return args
 
 
-# -- cores ------------------------------------------------------------------------------
+# -- cores and the machine's load ----------------------------------------------------------
 
 
 def pick_cores() -> tuple[int | None, int | None, str]:
@@ -91,7 +132,67 @@ def pin(core: int | None) -> None:
         os.sched_setaffinity(0, {core})
 
 
-# -- the two receivers, each run in its own process -----------------------------------------
+def machine_busy() -> float:
+    """CPU seconds all cores spent busy since boot (everything but idle and iowait)."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / TICK
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (all its threads), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def load_average() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+class OthersMeter:
+    """CPU time that processes other than ours used during a window, in cores."""
+
+    def __init__(self, pids: list[int]):
+        self.pids = pids
+        self.started = time.monotonic()
+        self.busy = machine_busy() - self._ours()
+
+    def _ours(self) -> float:
+        return sum(cpu_seconds(pid) for pid in self.pids)
+
+    def cores(self) -> float:
+        elapsed = time.monotonic() - self.started
+        return max(0.0, machine_busy() - self._ours() - self.busy) / elapsed if elapsed else 0.0
+
+
+# -- what a server reports about itself --------------------------------------------------
+
+
+class PauseLog:
+    """Every garbage collection of this process, timed with ``gc.callbacks``."""
+
+    def __init__(self) -> None:
+        self.pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        self._started = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses[info["generation"]].append(time.perf_counter() - self._started)
+
+    def report(self) -> dict:
+        full = self.pauses[2]
+        every = [p for pauses in self.pauses.values() for p in pauses]
+        return {"full collections": len(full), "longest full (ms)": max(full, default=0) * 1e3,
+                "longest any (ms)": max(every, default=0) * 1e3,
+                "peak memory (MB)": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+# -- the receivers, each run in its own process ----------------------------------------------
 
 
 def _expected_signature(body: bytes, key: bytes) -> bytes:
@@ -141,6 +242,7 @@ def _area(filename: str, function: str) -> str:
 def run_labkit(conn, core: int | None, profile: bool) -> None:
     """Serve labkit's receiver until told to stop; report its counts (and profile)."""
     pin(core)
+    pauses = PauseLog()
     import cProfile
 
     from labkit import lab
@@ -156,24 +258,23 @@ def run_labkit(conn, core: int | None, profile: bool) -> None:
     if profiler is not None:
         lab.run(profiler.disable)
     report = {"accepted": len(receiver.deliveries), "refused": len(receiver.rejections),
-              "trace records": len(server.trace)}
+              "trace records": len(server.trace), **pauses.report()}
     server.stop()
     if profiler is not None:
         report["profile"] = _profile_summary(profiler, report["accepted"] + report["refused"])
     conn.send(report)
 
 
-def run_plain(conn, core: int | None, profile: bool) -> None:
-    """Serve a bare tornado handler doing the same HMAC check until told to stop."""
-    pin(core)
-    import cProfile
+def plain_handler(counts: dict, trace=None):
+    """The plain receiver: tornado's ``RequestHandler`` doing the HMAC check by hand.
 
-    import tornado.httpserver
-    import tornado.netutil
+    With a ``trace``, each accepted delivery is also recorded as an event
+    delivered (``Trace.delivered``), as a technique records what reaches it.
+    """
     import tornado.web
 
     key = SECRET.encode()
-    counts = {"accepted": 0, "refused": 0}
+    event = SimpleNamespace(id="bench", created=time.monotonic())
 
     class PlainReceiver(tornado.web.RequestHandler):
         def post(self) -> None:
@@ -186,11 +287,29 @@ def run_plain(conn, core: int | None, profile: bool) -> None:
                 return
             json.loads(body)
             counts["accepted"] += 1
+            if trace is not None:
+                trace.delivered(event, technique="webhook", client="bench")
             self.set_status(200)
             self.finish()
 
+    return PlainReceiver
+
+
+def run_plain(conn, core: int | None, profile: bool) -> None:
+    """Serve a bare tornado handler doing the same HMAC check until told to stop."""
+    pin(core)
+    pauses = PauseLog()
+    import cProfile
+
+    import tornado.httpserver
+    import tornado.netutil
+    import tornado.web
+
+    counts = {"accepted": 0, "refused": 0}
+
     async def main() -> None:
-        app = tornado.web.Application([("/webhook", PlainReceiver)], log_function=lambda handler: None)
+        app = tornado.web.Application([("/webhook", plain_handler(counts))],
+                                      log_function=lambda handler: None)
         sockets = tornado.netutil.bind_sockets(0, address=HOST)
         server = tornado.httpserver.HTTPServer(app)
         server.add_sockets(sockets)
@@ -202,7 +321,7 @@ def run_plain(conn, core: int | None, profile: bool) -> None:
         if profiler is not None:
             profiler.disable()
         server.stop()
-        report = dict(counts)
+        report = {**counts, **pauses.report()}
         if profiler is not None:
             report["profile"] = _profile_summary(profiler, counts["accepted"] + counts["refused"])
         conn.send(report)
@@ -210,7 +329,25 @@ def run_plain(conn, core: int | None, profile: bool) -> None:
     asyncio.run(main())
 
 
-RECEIVERS = {"labkit": run_labkit, "plain": run_plain}
+def run_traced(conn, core: int | None, profile: bool) -> None:
+    """Serve the plain handler through ``lab.serve`` (traced) until told to stop."""
+    pin(core)
+    pauses = PauseLog()
+    from labkit import lab
+    from labkit.trace import Trace
+
+    counts = {"accepted": 0, "refused": 0}
+    trace = Trace()
+    server = lab.serve([("/webhook", plain_handler(counts, trace))], technique="webhook",
+                       trace=trace)
+    conn.send(server.port)
+    conn.recv()                           # "stop"
+    report = {**counts, "trace records": len(trace), **pauses.report()}
+    server.stop()
+    conn.send(report)
+
+
+RECEIVERS = {"labkit": run_labkit, "plain": run_plain, "traced": run_traced}
 
 
 # -- the load -------------------------------------------------------------------------------
@@ -222,7 +359,8 @@ def make_bodies(count: int, size: int, seed: int) -> list[bytes]:
     bodies = []
     for n in range(count):
         head = {"id": f"evt_{n:07d}", "type": "order.updated", "created": 1_700_000_000 + n,
-                "data": {"order": rng.randrange(10**6), "status": rng.choice(["paid", "packed", "shipped"])}}
+                "data": {"order": rng.randrange(10**6),
+                         "status": rng.choice(["paid", "packed", "shipped"])}}
         text = json.dumps(head, separators=(",", ":"))
         pad = max(0, size - len(text) - len(',"note":""'))
         head["note"] = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz ") for _ in range(pad))
@@ -230,8 +368,13 @@ def make_bodies(count: int, size: int, seed: int) -> list[bytes]:
     return bodies
 
 
-def make_requests(bodies: list[bytes], port: int, forged_every: int) -> tuple[list[bytes], list[int]]:
-    """Raw HTTP/1.1 requests and the status each must get (every N-th forged: 401)."""
+def make_requests(bodies: list[bytes], port: int, forged_every: int,
+                  first: int = 0) -> tuple[list[bytes], list[int]]:
+    """Raw HTTP/1.1 requests and the status each must get (every N-th forged: 401).
+
+    Delivery ids count from ``first``: each is new to the receiver, which
+    acknowledges a repeated id without keeping it again.
+    """
     good, bad = SECRET.encode(), WRONG_SECRET.encode()
     raw, expected = [], []
     for n, body in enumerate(bodies):
@@ -239,7 +382,8 @@ def make_requests(bodies: list[bytes], port: int, forged_every: int) -> tuple[li
         signature = _expected_signature(body, bad if forged else good).decode()
         raw.append((f"POST /webhook HTTP/1.1\r\nHost: {HOST}:{port}\r\nUser-Agent: bench\r\n"
                     f"Content-Type: application/json\r\nX-GitHub-Event: push\r\n"
-                    f"X-GitHub-Delivery: bench-{n:07d}\r\nX-Hub-Signature-256: {signature}\r\n"
+                    f"X-GitHub-Delivery: bench-{first + n:07d}\r\n"
+                    f"X-Hub-Signature-256: {signature}\r\n"
                     f"Content-Length: {len(body)}\r\n\r\n").encode() + body)
         expected.append(401 if forged else 200)
     return raw, expected
@@ -273,52 +417,72 @@ async def read_status(reader: asyncio.StreamReader) -> int:
     return status
 
 
-async def send_all(port: int, raw: list[bytes], senders: int) -> list[int]:
-    """Send every request over ``senders`` keep-alive connections; return the statuses in order."""
+async def send_all(port: int, raw: list[bytes], senders: int) -> tuple[list[int], list[float]]:
+    """Send every request over ``senders`` keep-alive connections.
+
+    Returns the statuses and the latencies (seconds), in request order.
+    """
     statuses = [0] * len(raw)
+    latencies = [0.0] * len(raw)
     work = iter(range(len(raw)))
+    clock = time.perf_counter
 
     async def sender() -> None:
         reader, writer = await asyncio.open_connection(HOST, port)
         try:
             for index in work:            # one shared iterator: whoever is free takes the next
+                started = clock()
                 writer.write(raw[index])
                 statuses[index] = await read_status(reader)
+                latencies[index] = clock() - started
         finally:
             writer.close()
             await writer.wait_closed()
 
     await asyncio.gather(*(sender() for _ in range(senders)))
-    return statuses
+    return statuses, latencies
 
 
-def measure(kind: str, args, bodies: list[bytes], cores, deadline: float, profile: bool = False) -> dict:
+def nearest_rank(sorted_values: list[float], p: int) -> float:
+    """The ``p``-th percentile by nearest rank (as :class:`labkit.trace.Trace` computes it)."""
+    return sorted_values[max(1, math.ceil(len(sorted_values) * p / 100)) - 1]
+
+
+def measure(kind: str, args, bodies: list[bytes], senders: int, cores, deadline: float,
+            profile: bool = False) -> dict:
     """Start one receiver process, warm it up, time the deliveries, check every status."""
     server_core, _load_core, _ = cores
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe()
-    process = context.Process(target=RECEIVERS[kind], args=(child, server_core, profile), daemon=True)
+    process = context.Process(target=RECEIVERS[kind], args=(child, server_core, profile),
+                              daemon=True)
     process.start()
     try:
         if not parent.poll(max(0.0, min(30.0, deadline - time.monotonic()))):
             raise Timeout(f"the {kind} receiver did not start in time")
         port = parent.recv()
-        warm_raw, warm_expected = make_requests(bodies[:WARMUP], port, forged_every=10**9)
-        raw, expected = make_requests(bodies[WARMUP:], port, args.forged_every)
+        warm_raw, _ = make_requests(bodies[:WARMUP], port, forged_every=10**9)
+        raw, expected = make_requests(bodies[WARMUP:], port, args.forged_every, first=WARMUP)
 
-        def run(requests_: list[bytes]) -> list[int]:
+        def run(requests_: list[bytes]) -> tuple[list[int], list[float]]:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise Timeout("out of time before sending")
             try:
-                return asyncio.run(asyncio.wait_for(send_all(port, requests_, args.senders), remaining))
+                return asyncio.run(asyncio.wait_for(send_all(port, requests_, senders),
+                                                    remaining))
             except asyncio.TimeoutError:
-                raise Timeout(f"the {kind} receiver did not answer every delivery in time") from None
+                raise Timeout(f"the {kind} receiver did not answer every delivery in time") \
+                    from None
 
-        warm = run(warm_raw)
+        warm, _ = run(warm_raw)
+        others = OthersMeter([os.getpid(), process.pid])
+        server_cpu = cpu_seconds(process.pid)
         started = time.perf_counter()
-        statuses = run(raw)
+        statuses, latencies = run(raw)
         elapsed = time.perf_counter() - started
+        server_cpu = cpu_seconds(process.pid) - server_cpu
+        others_cores = others.cores()
         parent.send("stop")
         if not parent.poll(max(1.0, min(30.0, deadline - time.monotonic()))):
             raise Timeout(f"the {kind} receiver did not report in time")
@@ -332,15 +496,142 @@ def measure(kind: str, args, bodies: list[bytes], cores, deadline: float, profil
     forged = expected.count(401)
     wrong = sum(1 for got, want in zip(statuses, expected) if got != want)
     wrong += sum(1 for got in warm if got != 200)
-    counts_ok = (report["accepted"] == len(expected) - forged + len(warm_expected)
+    counts_ok = (report["accepted"] == len(expected) - forged + len(warm)
                  and report["refused"] == forged)
-    return {"kind": kind, "deliveries": len(raw), "forged": forged, "elapsed": elapsed,
-            "rate": len(raw) / elapsed, "wrong": wrong, "counts_ok": counts_ok, "report": report,
-            "refused_ok": sum(1 for got, want in zip(statuses, expected) if want == 401 and got == 401),
-            "accepted_ok": sum(1 for got, want in zip(statuses, expected) if want == 200 and got == 200)}
+    ordered = sorted(latencies)
+    return {"kind": kind, "deliveries": len(raw), "elapsed": elapsed,
+            "rate": len(raw) / elapsed, "p50": nearest_rank(ordered, 50),
+            "p99": nearest_rank(ordered, 99), "max": ordered[-1], "others": others_cores,
+            "cpu": server_cpu / len(raw),
+            "wrong": wrong, "counts_ok": counts_ok, "report": report}
 
 
 # -- the run --------------------------------------------------------------------------------
+
+
+def compare(kinds: tuple[str, str], args, bodies, senders: int, cores, deadline: float,
+            rounds: int) -> tuple[dict[str, list[dict]], int]:
+    """``rounds`` rounds measuring both ``kinds``, alternating which goes first; print each."""
+    print(f"{'round':>5}  {'server':<7} {'senders':>7} {'req/s':>7} {'p50 ms':>7} "
+          f"{'p99 ms':>7} {'max ms':>7} {'cpu us':>6} {'wrong':>5} {'others':>6}  "
+          f"server: gc, memory")
+    results: dict[str, list[dict]] = {kind: [] for kind in kinds}
+    failures = 0
+    for round_ in range(1, rounds + 1):
+        for kind in (kinds if round_ % 2 else kinds[::-1]):
+            result = measure(kind, args, bodies, senders, cores, deadline)
+            results[kind].append(result)
+            failures += result["wrong"] + (0 if result["counts_ok"] else 1)
+            report = result["report"]
+            print(f"{round_:>5}  {kind:<7} {senders:>7} {result['rate']:>7,.0f} "
+                  f"{result['p50'] * 1e3:>7.2f} {result['p99'] * 1e3:>7.2f} "
+                  f"{result['max'] * 1e3:>7.1f} {result['cpu'] * 1e6:>6.0f} {result['wrong']:>5} "
+                  f"{result['others']:>6.2f}  "
+                  f"{report['full collections']} full gc (longest "
+                  f"{report['longest full (ms)']:.1f} ms), {report['peak memory (MB)']:.0f} MB"
+                  f"{'' if result['counts_ok'] else '  <- counts do not match'}", flush=True)
+    return results, failures
+
+
+def median_of(results: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in results)
+
+
+def summarize(table: dict[int, dict[str, list[dict]]]) -> bool:
+    """Print the medians and ratios per sender count; True if every target was met."""
+    print()
+    print("medians over rounds; ratio = labkit / plain (higher rate, lower latency is better)")
+    print(f"{'senders':>7}  {'labkit req/s':>12} {'plain req/s':>11} {'ratio':>5}   "
+          f"{'p50 ms labkit/plain':>19}   {'p99 ms labkit/plain':>19} {'ratio':>5}   "
+          f"{'max ms labkit/plain':>19}   {'server cpu us':>13} {'ratio':>5}")
+    met = True
+    for senders, results in table.items():
+        lab_, plain = results["labkit"], results["plain"]
+        rate = median_of(lab_, "rate") / median_of(plain, "rate")
+        p99 = median_of(lab_, "p99") / median_of(plain, "p99")
+        met = met and rate >= TARGET_RATE and p99 <= TARGET_P99
+        pair = {key: f"{median_of(lab_, key) * 1e3:.2f} / {median_of(plain, key) * 1e3:.2f}"
+                for key in ("p50", "p99", "max")}
+        cpu = (median_of(lab_, "cpu") * 1e6, median_of(plain, "cpu") * 1e6)
+        print(f"{senders:>7}  {median_of(lab_, 'rate'):>12,.0f} {median_of(plain, 'rate'):>11,.0f} "
+              f"{rate:>5.2f}   {pair['p50']:>19}   {pair['p99']:>19} {p99:>5.2f}   "
+              f"{pair['max']:>19}   {f'{cpu[0]:.0f} / {cpu[1]:.0f}':>13} "
+              f"{cpu[0] / cpu[1]:>5.2f}")
+    print("server cpu us = the server process's CPU time per delivery (user + system): what "
+          "each costs\nwhatever else the machine runs; its ratio is labkit's cost over plain's")
+    print(f"target (rate ratio >= {TARGET_RATE:.2f} and p99 ratio <= {TARGET_P99:.2f} at every "
+          f"sender count): {'met' if met else 'MISSED'}")
+    return met
+
+
+def trace_call_cost(repeat: int = 20_000) -> float:
+    """Microseconds the three trace calls of one traced exchange take, in process (median of 5)."""
+    from labkit.trace import Trace
+
+    event = SimpleNamespace(id="evt_1", created=time.monotonic())
+    samples = []
+    for _ in range(5):
+        trace = Trace()
+        started = time.perf_counter()
+        for _ in range(repeat):
+            trace.add("request", technique="webhook", client="127.0.0.1:5000", t=started,
+                      bytes=1300)
+            trace.delivered(event, technique="webhook", client="bench")
+            trace.add("response", technique="webhook", client="127.0.0.1:5000", status=200,
+                      bytes=100, duration=0.001, events=1, detail="")
+        samples.append((time.perf_counter() - started) / repeat * 1e6)
+    return statistics.median(samples)
+
+
+def overhead(args, bodies, cores, deadline: float) -> tuple[int, float]:
+    """Part 2: p50 latency of one sender, the plain handler bare and traced."""
+    print()
+    print("what the kit's bookkeeping adds to one exchange: the plain handler bare, and served by "
+          "lab.serve\n(wire counts it, writes request/response records) calling Trace.delivered; "
+          "1 sender")
+    results, failures = compare(("plain", "traced"), args, bodies, 1, cores, deadline,
+                                args.rounds)
+    plain, traced = median_of(results["plain"], "p50"), median_of(results["traced"], "p50")
+    added = traced - plain
+    rounds = [(t["p50"] - p["p50"]) * 1e6 for p, t in zip(results["plain"], results["traced"])]
+    print(f"p50 latency, medians: plain {plain * 1e3:.3f} ms, traced {traced * 1e3:.3f} ms; "
+          f"added per exchange {added * 1e6:.0f} us (rounds: "
+          + ", ".join(f"{r:.0f}" for r in rounds) + " us)")
+    cost = trace_call_cost()
+    print(f"in process, Trace.add x2 + Trace.delivered: {cost:.1f} us per exchange")
+    print(f"share of a 1 ms latency (the smallest a lesson reports is about 1.6 ms): "
+          f"{added / 1e-3:.1%} measured over loopback, {cost * 1e-6 / 1e-3:.1%} for the trace "
+          f"calls alone (target: under 5 %)")
+    return failures, added
+
+
+def profile_both(args, bodies, cores, deadline: float) -> int:
+    n = min(args.deliveries, 3_000)
+    print()
+    print(f"where the server's time goes, under cProfile ({n} deliveries each, 16 senders; own "
+          f"time per delivery in microseconds; profiling inflates every number):")
+    profiles, failures = {}, 0
+    for kind in ("labkit", "plain"):
+        short = argparse.Namespace(**{**vars(args), "deliveries": n})
+        result = measure(kind, short, bodies[:WARMUP + n], 16, cores, deadline, profile=True)
+        failures += result["wrong"]
+        profiles[kind] = dict(result["report"]["profile"])
+    areas = sorted(set(profiles["labkit"]) | set(profiles["plain"]),
+                   key=lambda a: -(profiles["labkit"].get(a, 0) + profiles["plain"].get(a, 0)))
+    print(f"  {'area':<36} {'labkit':>8} {'plain':>8} {'extra':>8}")
+    rest = [0.0, 0.0]
+    for area in areas:
+        a, b = profiles["labkit"].get(area, 0.0), profiles["plain"].get(area, 0.0)
+        if max(a, b) >= 2.0:
+            print(f"  {area:<36} {a:>8.1f} {b:>8.1f} {a - b:>+8.1f}")
+        else:
+            rest = [rest[0] + a, rest[1] + b]
+    print(f"  {'everything else':<36} {rest[0]:>8.1f} {rest[1]:>8.1f} {rest[0] - rest[1]:>+8.1f}")
+    busy = {k: sum(v for a, v in p.items() if a != "epoll wait (idle)")
+            for k, p in profiles.items()}
+    print(f"  {'total, idle excluded':<36} {busy['labkit']:>8.1f} {busy['plain']:>8.1f} "
+          f"{busy['labkit'] - busy['plain']:>+8.1f}")
+    return failures
 
 
 def main(argv=None) -> int:
@@ -352,72 +643,35 @@ def main(argv=None) -> int:
 
     import tornado
     print(f"receiver throughput: {args.deliveries} deliveries of ~{args.size} B per measurement "
-          f"(+{WARMUP} warm-up), 1 in {args.forged_every} forged, {args.senders} keep-alive senders, "
-          f"{args.rounds} rounds")
-    print(f"python {platform.python_version()}, tornado {tornado.version}, {os.cpu_count()} CPUs; {cores[2]}")
+          f"(+{WARMUP} warm-up), 1 in {args.forged_every} forged, senders "
+          f"{', '.join(map(str, args.senders))}, {args.rounds} rounds")
+    print(f"python {platform.python_version()}, tornado {tornado.version}, {os.cpu_count()} "
+          f"CPUs; {cores[2]}; load average {load_average()}")
+    print("others = CPU time used by other processes during the measurement, in cores")
     print()
-    print(f"{'round':>5}  {'receiver':<8} {'deliveries/s':>12} {'time (s)':>9} {'200 ok':>7} {'401 ok':>7} "
-          f"{'wrong':>6}  server counts")
 
-    results: dict[str, list[float]] = {"labkit": [], "plain": []}
-    ratios, failures = [], 0
+    failures = 0
     try:
-        for round_ in range(1, args.rounds + 1):
-            order = ("labkit", "plain") if round_ % 2 else ("plain", "labkit")
-            rates = {}
-            for kind in order:
-                result = measure(kind, args, bodies, cores, deadline)
-                rates[kind] = result["rate"]
-                results[kind].append(result["rate"])
-                bad = result["wrong"] + (0 if result["counts_ok"] else 1)
-                failures += bad
-                counts = ", ".join(f"{k} {v}" for k, v in result["report"].items())
-                print(f"{round_:>5}  {kind:<8} {result['rate']:>12,.0f} {result['elapsed']:>9.2f} "
-                      f"{result['accepted_ok']:>7} {result['refused_ok']:>7} {result['wrong']:>6}  "
-                      f"{counts}{'' if result['counts_ok'] else '  <- counts do not match'}")
-            ratios.append(rates["labkit"] / rates["plain"])
-
-        labkit, plain = statistics.median(results["labkit"]), statistics.median(results["plain"])
-        print()
-        print(f"median verified deliveries/s: labkit {labkit:,.0f}, plain tornado {plain:,.0f}")
-        print(f"labkit / plain: {labkit / plain:.2f} (ratio of medians); per round: "
-              + ", ".join(f"{r:.2f}" for r in ratios))
-        print(f"per delivery: labkit {1e6 / labkit:,.0f} us, plain {1e6 / plain:,.0f} us, "
-              f"difference {1e6 / labkit - 1e6 / plain:,.0f} us")
-
+        table = {}
+        for senders in args.senders:
+            table[senders], failed = compare(("labkit", "plain"), args, bodies, senders, cores,
+                                             deadline, args.rounds)
+            failures += failed
+        if table:
+            summarize(table)
+        if args.overhead:
+            failures += overhead(args, bodies, cores, deadline)[0]
         if args.profile:
-            n = min(args.deliveries, 3_000)
-            print()
-            print(f"where the server's time goes, under cProfile ({n} deliveries each; own time per "
-                  f"delivery in microseconds; profiling inflates every number):")
-            profiles = {}
-            for kind in ("labkit", "plain"):
-                short = argparse.Namespace(**{**vars(args), "deliveries": n})
-                result = measure(kind, short, bodies[:WARMUP + n], cores, deadline, profile=True)
-                failures += result["wrong"]
-                profiles[kind] = dict(result["report"]["profile"])
-            areas = sorted(set(profiles["labkit"]) | set(profiles["plain"]),
-                           key=lambda a: -(profiles["labkit"].get(a, 0) + profiles["plain"].get(a, 0)))
-            print(f"  {'area':<36} {'labkit':>8} {'plain':>8} {'extra':>8}")
-            rest = [0.0, 0.0]
-            for area in areas:
-                a, b = profiles["labkit"].get(area, 0.0), profiles["plain"].get(area, 0.0)
-                if max(a, b) >= 2.0:
-                    print(f"  {area:<36} {a:>8.1f} {b:>8.1f} {a - b:>+8.1f}")
-                else:
-                    rest = [rest[0] + a, rest[1] + b]
-            print(f"  {'everything else':<36} {rest[0]:>8.1f} {rest[1]:>8.1f} {rest[0] - rest[1]:>+8.1f}")
-            busy = {k: sum(v for a, v in p.items() if a != "epoll wait (idle)") for k, p in profiles.items()}
-            print(f"  {'total, idle excluded':<36} {busy['labkit']:>8.1f} {busy['plain']:>8.1f} "
-                  f"{busy['labkit'] - busy['plain']:>+8.1f}")
+            failures += profile_both(args, bodies, cores, deadline)
     except Timeout as exc:
         print(f"\nabort: {exc} (--timeout {args.timeout:g} s)", file=sys.stderr)
         return 2
-
+    print(f"\nload average at the end: {load_average()}")
     if failures:
-        print(f"\nFAIL: {failures} deliveries got the wrong status or the counts did not match", file=sys.stderr)
+        print(f"\nFAIL: {failures} deliveries got the wrong status or the counts did not match",
+              file=sys.stderr)
         return 1
-    print("\nok: every forged delivery was refused with 401 and every genuine one accepted with 200")
+    print("ok: every forged delivery was refused with 401 and every genuine one accepted with 200")
     return 0
 
 

@@ -186,11 +186,13 @@ def _date_of(second: int) -> str:
 
 
 def write_answer(connection: httputil.HTTPConnection, status: int,
-                 headers: dict | None = None, text: str = "") -> None:
+                 headers: dict | None = None, text: str = "", *, method: str = "GET") -> None:
     """Write a whole answer on a bare connection: status line, headers, short text body.
 
     For connection delegates that skip ``RequestHandler`` (the webhook
-    receiver). The ``Date`` header is formatted once per second, not per answer.
+    receiver, the SSE stream). The answer to a ``HEAD`` has the headers of
+    the answer to a ``GET`` and no body, as HTTP requires. The ``Date``
+    header is formatted once per second, not per answer.
     """
     body = text.encode()
     head = httputil.HTTPHeaders({"Date": _date_of(int(time.time())),
@@ -200,5 +202,5 @@ def write_answer(connection: httputil.HTTPConnection, status: int,
     for name, value in (headers or {}).items():
         head[name] = value
     line = httputil.ResponseStartLine("HTTP/1.1", status, responses.get(status, "Unknown"))
-    connection.write_headers(line, head, body)
+    connection.write_headers(line, head, b"" if method == "HEAD" else body)
     connection.finish()

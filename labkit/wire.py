@@ -33,7 +33,7 @@ from tornado import httputil
 
 from labkit.trace import Trace
 
-__all__ = ["TracingDelegate", "annotate", "client_of", "CLIENT_HEADER", "LEFT_EARLY", "STREAM_CUT"]
+__all__ = ["TracingDelegate", "annotate", "count_sent", "client_of", "CLIENT_HEADER", "LEFT_EARLY", "STREAM_CUT"]
 
 CLIENT_HEADER = "X-Labkit-Client"
 """Request header a simulated client may set to name itself in the trace."""
@@ -57,6 +57,18 @@ def annotate(handler, *, events: int | None = None, detail: str | None = None) -
             connection.events = events
         if detail is not None:
             connection.detail = detail
+
+
+def count_sent(handler, size: int) -> None:
+    """Count ``size`` response bytes a technique wrote to the socket itself.
+
+    A stream that fans one frame out to a thousand sockets writes past
+    tornado's HTTP writer (where this layer counts) for speed; it reports
+    what it wrote here, so the response record still holds every byte.
+    """
+    connection = getattr(getattr(handler, "request", handler), "connection", handler)
+    if isinstance(connection, _CountingConnection):
+        connection.response_bytes += size
 
 
 def client_of(handler) -> str:

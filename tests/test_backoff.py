@@ -1,6 +1,8 @@
 """Tests for labkit.webhooks.backoff: the AWS formulas, fixed schedules, Retry-After."""
 
+import os
 import random
+import time
 from datetime import datetime, timezone
 from email.utils import format_datetime
 
@@ -128,7 +130,8 @@ def test_policy_error_is_a_labkit_error_and_a_value_error():
 
 
 def test_repr_is_readable():
-    assert repr(FullJitter(base=0.5, cap=10, retries=3)) == "FullJitter(base=0.5, cap=10, retries=3)"
+    assert repr(FullJitter(base=0.5, cap=10, retries=3)) == (
+        "FullJitter(base=0.5, cap=10, retries=3)")
     assert repr(SVIX).startswith("FixedSchedule([5.0, 300.0")
 
 
@@ -139,6 +142,20 @@ def test_fixed_schedule_without_jitter_is_exact():
     policy = FixedSchedule([1, 2, 3])
     assert policy.retries == 3 and policy.name == "fixed"
     assert policy.delays(random.Random(0)) == [1, 2, 3]
+
+
+def test_fixed_schedule_accepts_zero_and_sub_second_waits():
+    policy = FixedSchedule([0, 0.25, 0.5, 1])
+    assert policy.nominal == (0.0, 0.25, 0.5, 1.0)
+    assert policy.delays(random.Random(0)) == [0.0, 0.25, 0.5, 1.0]
+    jittered = FixedSchedule([0, 0.5], jitter=0.2).delays(random.Random(0))
+    assert jittered[0] == 0.0 and 0.4 <= jittered[1] <= 0.6
+
+
+def test_exponential_accepts_sub_second_base_and_a_cap_equal_to_it():
+    assert Exponential(base=0.25, cap=0.25, retries=3).delays(random.Random(0)) == [0.25] * 3
+    assert Exponential(base=0.1, cap=1, retries=5).delays(random.Random(0)) == pytest.approx(
+        [0.1, 0.2, 0.4, 0.8, 1.0])
 
 
 def test_fixed_schedule_jitter_bounds():
@@ -176,6 +193,30 @@ def test_svix_delays_stay_within_twenty_percent():
     assert SVIX.delays(random.Random(5)) == SVIX.delays(random.Random(5))
 
 
+@pytest.mark.parametrize("policy", [SVIX, FixedSchedule([10, 100], jitter=0.5)],
+                         ids=["svix", "fixed-50%"])
+def test_fixed_schedule_jitter_really_spreads_the_waits(policy):
+    """The jitter spreads each wait over the whole band, not to one fixed value."""
+    runs = many(policy)
+    low, high = 1 - policy.jitter, 1 + policy.jitter
+    for attempt, nominal in enumerate(policy.nominal):
+        ratios = [run[attempt] / nominal for run in runs]
+        assert all(low <= r <= high for r in ratios)
+        band = high - low
+        assert min(ratios) < low + 0.02 * band and max(ratios) > high - 0.02 * band
+        assert len(set(ratios)) == len(ratios)           # 2000 draws, no two alike
+        # Centred on the nominal wait: the mean of 2000 draws is within 2 % of it.
+        assert sum(ratios) / len(ratios) == pytest.approx(1, abs=0.02)
+
+
+@pytest.mark.parametrize("policy", [SVIX, FixedSchedule([10, 100], jitter=0.5)],
+                         ids=["svix", "fixed-50%"])
+def test_fixed_schedule_seed_decides_the_jitter(policy):
+    assert policy.delays(random.Random(5)) == policy.delays(random.Random(5))
+    first, other = policy.delays(random.Random(5)), policy.delays(random.Random(6))
+    assert all(a != b for a, b in zip(first, other))
+
+
 def test_no_retry():
     assert NO_RETRY.retries == 0
     assert NO_RETRY.delays(random.Random(0)) == []
@@ -186,14 +227,39 @@ def test_no_retry():
 NOW = datetime(2015, 10, 21, 7, 20, tzinfo=timezone.utc).timestamp()
 
 
+@pytest.fixture(params=["UTC0", "<+0530>-5:30", "<-10>10"], ids=["utc", "utc+5:30", "utc-10"])
+def machine_zone(request):
+    """Run the test with the machine's local time zone set to each of a few zones.
+
+    HTTP-dates are UTC whatever the machine's zone, so the answers must not change.
+    POSIX zone strings need no time zone database on the machine.
+    """
+    saved = os.environ.get("TZ")
+    os.environ["TZ"] = request.param
+    time.tzset()
+    yield request.param
+    if saved is None:
+        del os.environ["TZ"]
+    else:
+        os.environ["TZ"] = saved
+    time.tzset()
+
+
+def test_machine_zone_fixture_really_changes_the_local_zone(machine_zone):
+    offsets = {"UTC0": 0, "<+0530>-5:30": -19800, "<-10>10": 36000}
+    assert time.timezone == offsets[machine_zone]
+
+
 @pytest.mark.parametrize("value, expected", [
     ("120", 120.0),
     (" 0 ", 0.0),
     ("Wed, 21 Oct 2015 07:28:00 GMT", 480.0),
     ("Wed, 21 Oct 2015 07:20:30 -0000", 30.0),       # no zone: taken as UTC
+    ("Wed, 21 Oct 2015 07:20:30 +0000", 30.0),
+    ("Wed, 21 Oct 2015 09:20:30 +0200", 30.0),       # a zone offset is honoured
     ("Wed, 21 Oct 2015 07:00:00 GMT", 0.0),          # in the past: go now
 ])
-def test_retry_after_both_forms(value, expected):
+def test_retry_after_both_forms_in_any_machine_zone(value, expected, machine_zone):
     assert parse_retry_after(value, now=NOW) == pytest.approx(expected)
 
 

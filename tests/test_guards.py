@@ -24,7 +24,9 @@ GITHUB_HOOKS = [
 def rejection(guard, headers, **kwargs) -> RejectedError:
     with pytest.raises(RejectedError) as info:
         guard.verify(headers, b"{}", **kwargs)
-    assert str(info.value)
+    # Every refusal explains itself: a real sentence, not an empty or "None" message.
+    [message] = info.value.args
+    assert isinstance(message, str) and len(message) > 30 and ": " in message, message
     return info.value
 
 
@@ -59,8 +61,14 @@ def test_api_key_rejections(headers, reason):
 
 @pytest.mark.parametrize("keys", ["", [], ["k1", ""]])
 def test_api_key_needs_non_empty_keys(keys):
-    with pytest.raises(LabkitError):
+    with pytest.raises(LabkitError, match="^every API key must be a non-empty string"):
         ApiKeyGuard(keys)
+
+
+def test_api_key_refusals_name_the_header_as_configured():
+    assert "no X-Api-Key header: " in str(rejection(ApiKeyGuard("k1"), {}))
+    error = rejection(ApiKeyGuard("k1", header="X-Hook-Token"), {"X-Hook-Token": "k2"})
+    assert "the X-Hook-Token value is not an accepted key: " in str(error)
 
 
 # -- Bearer token ---------------------------------------------------------------
@@ -70,6 +78,14 @@ def test_bearer_accepts_listed_tokens_and_any_scheme_case():
     guard = BearerTokenGuard(["tok-A1", "tok.B2~+/=="])
     guard.verify({"Authorization": "Bearer tok-A1"}, b"")
     guard.verify({"authorization": "bearer tok.B2~+/=="}, b"")
+    # RFC 6750: credentials = "Bearer" 1*SP b64token, so several spaces are allowed.
+    guard.verify({"Authorization": "Bearer   tok-A1"}, b"")
+
+
+@pytest.mark.parametrize("tokens", ["", [], ["t", ""]])
+def test_bearer_needs_non_empty_tokens(tokens):
+    with pytest.raises(LabkitError, match="^every bearer token must be a non-empty string"):
+        BearerTokenGuard(tokens)
 
 
 @pytest.mark.parametrize(
@@ -124,7 +140,14 @@ def test_allowlist_accepts_addresses_inside_the_ranges(ip):
 def test_allowlist_refuses_addresses_outside_the_ranges(ip):
     error = rejection(IpAllowlist(GITHUB_HOOKS), {}, remote_ip=ip)
     assert (error.reason, error.status) == ("forbidden", 403)
-    assert ip in str(error) and "not in the allowlist" in str(error)
+    assert f"client address {ip} is not in the allowlist ({', '.join(GITHUB_HOOKS)}): " in str(
+        error)
+
+
+def test_allowlist_ranges_may_have_host_bits_set():
+    guard = IpAllowlist(["192.30.252.7/22"])       # as written by hand: the network is meant
+    assert [str(n) for n in guard.cidrs] == ["192.30.252.0/22"]
+    guard.verify({}, b"", remote_ip="192.30.255.254")
 
 
 def test_spoofed_forwarded_for_from_an_untrusted_peer_is_ignored():
@@ -167,18 +190,20 @@ def test_trusted_proxy_without_forwarded_for_is_the_client():
 
 
 @pytest.mark.parametrize(
-    "headers, remote_ip",
+    "headers, remote_ip, culprit",
     [
-        ({}, "not-an-ip"),
-        ({}, "192.30.252.1:443"),
-        ({"X-Forwarded-For": "unknown"}, "10.0.0.9"),
-        ({"X-Forwarded-For": "140.82.112.4:5555"}, "10.0.0.9"),
+        ({}, "not-an-ip", "remote_ip 'not-an-ip'"),
+        ({}, "192.30.252.1:443", "remote_ip '192.30.252.1:443'"),
+        ({"X-Forwarded-For": "unknown"}, "10.0.0.9", "X-Forwarded-For entry 'unknown'"),
+        ({"X-Forwarded-For": "140.82.112.4:5555"}, "10.0.0.9",
+         "X-Forwarded-For entry '140.82.112.4:5555'"),
     ],
 )
-def test_malformed_addresses_are_400(headers, remote_ip):
+def test_malformed_addresses_are_400(headers, remote_ip, culprit):
     guard = IpAllowlist(GITHUB_HOOKS, trusted_proxies=["10.0.0.0/8"])
     error = rejection(guard, headers, remote_ip=remote_ip)
     assert (error.reason, error.status) == ("malformed", 400)
+    assert str(error).startswith(f"{culprit} is not an IP address: ")
 
 
 def test_garbage_left_of_the_client_is_never_parsed():
@@ -189,8 +214,10 @@ def test_garbage_left_of_the_client_is_never_parsed():
 def test_allowlist_needs_remote_ip_and_valid_ranges():
     with pytest.raises(LabkitError, match="remote_ip"):
         IpAllowlist(GITHUB_HOOKS).verify({}, b"")
-    with pytest.raises(LabkitError, match="not an IPv4/IPv6"):
+    with pytest.raises(LabkitError, match="^'192.30.252.0/33' in cidrs is not an IPv4/IPv6"):
         IpAllowlist(["192.30.252.0/33"])
+    with pytest.raises(LabkitError, match="^'proxy' in trusted_proxies is not an IPv4/IPv6"):
+        IpAllowlist(GITHUB_HOOKS, trusted_proxies=["proxy"])
     with pytest.raises(LabkitError, match="empty"):
         IpAllowlist([])
 

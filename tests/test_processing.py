@@ -91,9 +91,12 @@ def test_a_repeat_arriving_mid_work_waits_for_the_outcome():
 
 
 def deliver_slowly_processed(process):
-    """Send 3 events, one retry each, to a receiver that runs ``process``; return the sender."""
+    """Send 3 events, one retry each, to a receiver that runs ``process``; return the sender.
+
+    The receiver processes every copy (``duplicates="process"``), so what is measured is
+    ``process`` alone (the receiver's own deduplication: test_receiver_duplicates.py)."""
     feed = Feed(4)
-    with serve_receiver(process=process) as server, \
+    with serve_receiver(process=process, duplicates="process") as server, \
             Sender(PROVIDER, server.endpoint_url, policy=FixedSchedule([300]),
                    clock=Clock(speedup=1000), timeout=TIMEOUT) as sender:
         sender.run([feed.make() for _ in range(3)], timeout=10)

@@ -61,7 +61,7 @@ def test_github_push_has_exactly_githubs_headers():
     assert set(headers) == {
         "User-Agent", "Content-Type", "X-GitHub-Event", "X-GitHub-Delivery", "X-GitHub-Hook-ID",
         "X-GitHub-Hook-Installation-Target-Type", "X-GitHub-Hook-Installation-Target-ID",
-        "X-Hub-Signature-256",
+        "X-Hub-Signature", "X-Hub-Signature-256",
     }
     assert re.fullmatch(r"GitHub-Hookshot/[0-9a-f]{7}", headers["User-Agent"])
     assert headers["Content-Type"] == "application/json"

@@ -377,3 +377,12 @@ def test_a_standard_webhooks_delivery_from_a_clock_far_ahead_is_refused_as_futur
         [rejection] = server.component.rejections
     assert answer.status_code == 401 and rejection.reason == "future"
     assert "in the future" in rejection.message
+
+
+def test_a_head_request_gets_its_refusal_headers_and_no_body():
+    with serve_receiver() as server:
+        answer = raw_http(server.port, b"HEAD /webhook HTTP/1.1\r\nHost: lab\r\n"
+                                       b"Connection: close\r\n\r\n")
+        assert requests.post(server.endpoint_url, json={}, timeout=5).status_code == 200
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 405") and body == b""

@@ -11,7 +11,7 @@ import tornado.web
 
 from helpers import raw_http
 from labkit import lab
-from labkit.wire import CLIENT_HEADER, LEFT_EARLY, STREAM_CUT, annotate, client_of
+from labkit.wire import CLIENT_HEADER, LEFT_EARLY, STREAM_CUT, annotate, client_of, count_sent
 
 
 class Hello(tornado.web.RequestHandler):
@@ -166,3 +166,19 @@ def test_head_and_204_have_no_body_and_no_chunk_framing():
         first, second = server.trace.records(kind="response")
     assert b"chunked" not in empty
     assert (first.bytes, second.bytes) == (len(head), len(empty))
+
+
+def test_count_sent_adds_bytes_a_technique_wrote_past_tornados_writer():
+    class Direct(tornado.web.RequestHandler):
+        async def get(self):
+            self.write("via tornado")
+            await self.flush()
+            extra = b"5\r\nextra\r\n"  # one chunk written straight to the socket
+            self.request.connection.stream.socket.send(extra)
+            count_sent(self, len(extra))
+            self.finish()
+
+    with lab.serve([("/", Direct)]) as server:
+        answer = raw_http(server.port, b"GET / HTTP/1.1\r\nHost: lab\r\nConnection: close\r\n\r\n")
+        (response,) = server.trace.records(kind="response")
+    assert b"extra" in answer and response.bytes == len(answer)

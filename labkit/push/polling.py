@@ -523,28 +523,43 @@ class LongPollingClient(PollingClient):
     asks again with the same cursor. An empty answer that comes back before
     half the hold passed (a server that does not hold) is followed by a pause
     up to that half, so a client never hammers a server.
+
+    ``pause``: seconds the client spends on an answer that brought news
+    before it asks again (0: at once). A real page spends some (it renders
+    the messages; a phone's radio wakes up); whatever is published meanwhile
+    waits in the hub and comes, in order, in the next answer.
     """
 
     technique = "long-polling"
 
     def __init__(self, url: str, *, hold: float = 20.0, backoff: float = 0.05,
-                 name: str = "long-poller", trace: Trace | None = None,
+                 pause: float = 0.0, name: str = "long-poller", trace: Trace | None = None,
                  after: int | None = None):
         super().__init__(url, name=name, trace=trace, after=after)
         self.hold = min(_seconds(hold, "hold", positive=True), MAX_HOLD)
         self.backoff = _seconds(backoff, "backoff", positive=True)
+        self.pause = _seconds(pause, "pause")
         self._pause_next = self.backoff
 
     @property
     def ready(self) -> bool:
-        """True once its connection is open (its first request is then on its way)."""
-        return self._answered or (self._http is not None and self._http.open)
+        """True once nothing published from now on can be missed.
+
+        With a starting cursor (``after=3``) that is as soon as its connection
+        is open: the held request names what it has seen. A client that starts
+        "from now" (``after=None``) first asks without holding, to learn where
+        now is, and is ready when that answer came back; a held first request
+        could reach the server after events published meanwhile, and miss them.
+        """
+        if self._answered:
+            return True
+        return self._cursor is not None and self._http is not None and self._http.open
 
     async def _run(self) -> None:
         self._http = _Connection(self.url, self.name)
         while not self._stopping.is_set():
-            asked = time.monotonic()
-            taken = await self._poll(self.hold)
+            asked, held = time.monotonic(), self._cursor is not None
+            taken = await self._poll(self.hold if held else 0.0)
             if self.failure is not None:
                 return
             if taken is None:
@@ -552,7 +567,11 @@ class LongPollingClient(PollingClient):
                 self._pause_next = min(self._pause_next * 2, 2.0)
             else:
                 self._pause_next = self.backoff
-                wait = asked + self.hold / 2 - time.monotonic() if taken == 0 else 0.0
+                empty = taken == 0 and held  # a hold that ran out, or an early empty answer
+                if empty:
+                    wait = asked + self.hold / 2 - time.monotonic()
+                else:  # news takes `pause` to read; the first, unheld answer none
+                    wait = self.pause if taken else 0.0
             if await self._pause(wait):
                 return
 

@@ -34,9 +34,23 @@ no longer keeps (ids ``from`` to ``to`` are lost for good)::
     id: 57                                         <- "to": resuming goes on after the gap
     data: {"missed": 16, "from": 42, "to": 57}
 
-A quiet stream gets a ``: heartbeat`` comment every ``heartbeat`` seconds so
-proxies and clients can tell it is still alive. Each item is encoded once,
-whatever the number of clients (``item.cache["sse"]``).
+When no event has been published for ``heartbeat`` seconds, every stream
+gets a ``: heartbeat`` comment, so proxies and clients can tell it is still
+alive.
+
+**How the server writes.** One task serves all the streams of an
+:class:`SSEStream`: it waits on the hub (one waiter, however many clients)
+and, for each publish, encodes the new events once (``item.cache["sse"]``),
+frames them once as an HTTP/1.1 chunk, and hands those very bytes to every
+stream, which sends them on its socket there and then (one ``send`` call).
+No coroutine per client wakes up and nothing is copied per client, so a
+delivery costs little more than the system call: about a third of the
+server CPU of a plain tornado handler that writes and flushes per client
+(``bench/sse_fanout.py``, ``docs/benchmarks.md``). The wire layer still
+counts every byte: a stream adds what it sends itself to its response's
+count. Requests skip tornado's ``RequestHandler``, as the webhook receiver
+does: each goes straight to a small per-stream object, which keeps an idle
+stream at about 10 KB of server memory.
 
 **Slow clients.** A client that stops reading must not make the server hoard
 memory on its behalf. The server writes to each client at most
@@ -101,20 +115,19 @@ from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import tornado.tcpclient
-import tornado.web
 from tornado import httputil
 from tornado.http1connection import HTTP1Connection, HTTP1ConnectionParameters
 from tornado.iostream import IOStream, StreamClosedError
 
 from labkit import lab
-from labkit.endpoints import Handler, NotFound
+from labkit.endpoints import NotFound, write_answer
 from labkit.errors import CursorError, HubClosedError, LabkitError, RejectedError
 from labkit.feed import Event
 from labkit.hub import Hub, Item
 from labkit.push.sse_protocol import (MIME_TYPE, EventStreamError, EventStreamParser,
                                       MessageEvent, comment, format_event, is_event_stream)
 from labkit.trace import Trace
-from labkit.wire import CLIENT_HEADER, annotate, client_of
+from labkit.wire import CLIENT_HEADER, LEFT_EARLY, annotate, client_of, count_sent
 
 __all__ = ["SSEStream", "SSEClient", "OpenStream", "serve_sse", "encode_item"]
 
@@ -174,15 +187,18 @@ class OpenStream(NamedTuple):
     """Bytes written to it that have not left the server yet (at most one write)."""
 
 
-class SSEStream:
+class SSEStream(httputil.HTTPServerConnectionDelegate):
     """Serves ``hub`` as an event stream at ``GET path``; see the module docstring.
 
     ``hub``: what to stream (a new :class:`~labkit.hub.Hub` if not given).
     ``retry``: the reconnection time sent to clients, in milliseconds.
-    ``heartbeat``: seconds of silence after which a comment is sent.
+    ``heartbeat``: seconds without a new event after which a comment is sent.
     ``max_buffer``: most bytes written to one client before waiting for
     them to leave. ``max_lag``: how many events may be published while a
     write to a client is still waiting, before that client is dropped.
+
+    A bare tornado connection delegate (like the webhook receiver): each
+    request goes straight to a :class:`_Stream`, without a ``RequestHandler``.
     """
 
     technique = "sse"
@@ -207,17 +223,24 @@ class SSEStream:
         self.trace = trace
         self.opening = format_event(None, retry=retry)
         """The first bytes of every stream: the ``retry:`` line."""
-        self._open: set[_StreamHandler] = set()
+        self._open: set[_Stream] = set()
+        self._cursor = 0
+        """Id of the last item the fan-out has handed to the streams."""
+        self._fan_out_task: asyncio.Task | None = None
 
     def rules(self) -> list:
-        """Tornado URL rules: the stream at ``path``, 404 elsewhere."""
-        return [(self.path, _StreamHandler, {"stream": self}),
-                (r".*", NotFound, {"routes": f"GET {self.path}"})]
+        """Tornado URL rules mounting the stream at ``path`` (404 elsewhere)."""
+        return [(self.path, self), (r".*", NotFound, {"routes": f"GET {self.path}"})]
+
+    def start_request(self, server_conn: object,
+                      request_conn: httputil.HTTPConnection) -> httputil.HTTPMessageDelegate:
+        """Tornado hands each request to a new :class:`_Stream`."""
+        return _Stream(self, request_conn)
 
     def open_streams(self) -> list[OpenStream]:
         """A snapshot of the streams being served now."""
-        return [OpenStream(h.client, h.opened, h.written_id, h.sent_id, h.waiting_bytes)
-                for h in list(self._open)]
+        return [OpenStream(s.client, s.opened, s.written_id, s.sent_id, s.waiting_bytes)
+                for s in list(self._open)]
 
     def end(self, client: str | None = None) -> int:
         """End the open streams (only ``client``'s, if given) as a network drop would.
@@ -227,9 +250,9 @@ class SSEStream:
         """
         if not lab.in_lab_thread():
             return lab.run(lambda: self.end(client))
-        ended = [h for h in list(self._open) if client is None or h.client == client]
-        for handler in ended:
-            handler.stop("ended by the server")
+        ended = [s for s in list(self._open) if client is None or s.client == client]
+        for stream in ended:
+            stream.end("ended by the server")
         return len(ended)
 
     async def aclose(self) -> None:
@@ -239,12 +262,65 @@ class SSEStream:
         reconnect. The hub is left open: it may feed other servers, and a
         stream served again resumes from it.
         """
-        for handler in list(self._open):
-            handler.stop("the server stopped")
-        for _ in range(100):  # at most about 1 s; ended streams usually finish at once
-            if not self._open:
-                break
-            await asyncio.sleep(0.01)
+        for stream in list(self._open):
+            stream.end("the server stopped")
+
+    # -- the fan-out, on the lab loop ---------------------------------------------------
+
+    def _join(self, stream: _Stream) -> None:
+        """Add a stream; the first one starts the fan-out."""
+        self._open.add(stream)
+        if self._fan_out_task is None or self._fan_out_task.done():
+            self._cursor = self.hub.last_id
+            self._fan_out_task = asyncio.ensure_future(self._fan_out())
+
+    def _leave(self, stream: _Stream) -> None:
+        """Remove a stream; after the last one the fan-out stops waiting on the hub."""
+        self._open.discard(stream)
+        if not self._open and self._fan_out_task is not None:
+            self._fan_out_task.cancel()
+            self._fan_out_task = None
+
+    async def _fan_out(self) -> None:
+        """One task for all streams: wait for news, hand it to every stream."""
+        try:
+            while True:
+                items = await self.hub.wait(self._cursor, self.heartbeat)
+                if items:
+                    self._deliver(items)
+                else:
+                    for stream in list(self._open):
+                        if stream.pending is None:
+                            stream.send(HEARTBEAT, framed=_HEARTBEAT_CHUNK)
+        except HubClosedError:
+            for stream in list(self._open):
+                stream.end("the hub closed")
+
+    def _deliver(self, items: list[Item]) -> None:
+        """Hand ``items`` (the news after ``_cursor``) to the streams, ``max_buffer`` at a time.
+
+        The frames are joined and framed as an HTTP chunk once, and the very
+        same bytes go to every stream that had everything up to ``_cursor``
+        and has no write waiting. A stream whose write is still waiting is
+        checked for lag (and catches up from the hub once that write has
+        left); a stream that is behind for another reason catches up now.
+        """
+        cursor, missed = self._cursor, self.hub.missed(self._cursor)
+        while items:
+            frames = [_gap(cursor, missed)] if missed else []
+            count = _fit(items, frames, self.max_buffer)
+            missed, last = 0, items[count - 1].id
+            chunk = b"".join(frames)
+            framed = _chunked(chunk)
+            self._cursor = last
+            for stream in list(self._open):
+                if stream.pending is not None:
+                    stream.check_lag(last)
+                elif stream.written_id == cursor:
+                    stream.send(chunk, last, count, framed)
+                elif stream.written_id < last:
+                    stream.catch_up()
+            cursor, items = last, items[count:]
 
     def _record(self, kind: str, client: str, **fields: Any) -> None:
         if self.trace is not None:
@@ -254,145 +330,259 @@ class SSEStream:
         return f"<SSEStream GET {self.path} of {self.hub!r}, {len(self._open)} open>"
 
 
-@tornado.web.stream_request_body
-class _StreamHandler(Handler):
-    """One client's stream: refusals first, then a pump from the hub to the socket."""
+def _fit(items: list[Item], frames: list[bytes], limit: int) -> int:
+    """Append to ``frames`` the frames of the first ``items`` that fit in ``limit`` bytes
+    (at least one); return how many items that is."""
+    size = sum(len(frame) for frame in frames)
+    count = 0
+    for item in items:
+        frame = encode_item(item)
+        if count and size + len(frame) > limit:
+            break
+        frames.append(frame)
+        size += len(frame)
+        count += 1
+    return count
 
-    def initialize(self, stream: SSEStream) -> None:
-        self.stream = stream
+
+def _chunked(data: bytes) -> bytes:
+    """``data`` as one chunk of HTTP/1.1 chunked transfer coding (RFC 9112, 7.1)."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+_HEARTBEAT_CHUNK = _chunked(HEARTBEAT)
+_OK = httputil.ResponseStartLine("HTTP/1.1", 200, "OK")
+"""The status line of every stream (tornado keeps it per connection: one object for all)."""
+
+
+class _Request(NamedTuple):
+    """What :func:`~labkit.wire.annotate` and :func:`~labkit.wire.client_of` read."""
+
+    connection: httputil.HTTPConnection
+    remote_ip: str
+
+
+class _Stream(httputil.HTTPMessageDelegate):
+    """One request to the stream: refused, or answered with a stream that stays open.
+
+    Writing: after the headers, the stream writes to its socket itself (one
+    ``send`` of bytes shared by every stream); tornado's ``IOStream`` only
+    takes what the socket could not take at once, and nothing else is written
+    until that has left (``pending``), so the two never interleave. The wire
+    layer counts what passes through the connection; the bytes sent directly
+    the stream reports with :func:`~labkit.wire.count_sent`, so the trace
+    stays byte-exact.
+    """
+
+    def __init__(self, owner: SSEStream, connection: httputil.HTTPConnection):
+        self.owner = owner
+        self.connection = connection
+        self.request = _Request(connection, getattr(connection.context, "remote_ip", ""))
+        self.asked: tuple[httputil.RequestStartLine, httputil.HTTPHeaders] | None = None
+        self.answered = False
         self.client = ""
         self.opened = 0.0
         self.written_id = self.sent_id = 0
         self.waiting_bytes = 0
+        self.waiting_since = 0
+        """``hub.last_id`` when the write now waiting was made."""
         self.events = 0
         self.ending: str | None = None
-        self.pump: asyncio.Task | None = None
+        self.pending: asyncio.Future | None = None
+        """The write still waiting to leave, if any (at most one at a time)."""
 
-    def prepare(self) -> None:
-        """Refuse, before reading any body, what cannot open a stream."""
-        request = self.request
-        if request.method != "GET":
-            self.set_header("Allow", "GET")
-            self.refuse(RejectedError("method", f"{request.method} is not allowed on "
-                                      f"{request.path}: an event stream is opened with GET",
-                                      status=405), close=True)
-        elif request.headers.get("Content-Length", "0") != "0" or \
-                "Transfer-Encoding" in request.headers:
-            self.refuse(RejectedError("body", f"GET {request.path} takes no request body: "
-                                      f"send the last id seen as a Last-Event-ID header",
-                                      status=400), close=True)
+    # -- the request -------------------------------------------------------------------
+
+    def headers_received(self, start_line: httputil.RequestStartLine,
+                         headers: httputil.HTTPHeaders) -> None:
+        """Refuse at once what cannot open a stream (a body is never read)."""
+        self.asked = (start_line, headers)
+        path = start_line.path.partition("?")[0]
+        with_body = headers.get("Content-Length", "0") != "0" or "Transfer-Encoding" in headers
+        if path != self.owner.path:
+            self.refuse(RejectedError("no_route", f"no endpoint {start_line.method} {path}: "
+                                      f"this server answers GET {self.owner.path}",
+                                      status=404), close=with_body)
+        elif start_line.method != "GET":
+            self.refuse(RejectedError("method", f"{start_line.method} is not allowed on "
+                                      f"{path}: an event stream is opened with GET",
+                                      status=405), {"Allow": "GET"}, close=True)
+        elif with_body:
+            self.refuse(RejectedError("body", f"GET {path} takes no request body: send the "
+                                      f"last id seen as a Last-Event-ID header", status=400),
+                        close=True)
 
     def data_received(self, chunk: bytes) -> None:
         """Only a refused request has a body, and it is not kept."""
 
-    async def get(self) -> None:
-        stream, hub = self.stream, self.stream.hub
-        raw = self.request.headers.get("Last-Event-ID")
+    def finish(self) -> None:
+        """The request is complete: open the stream (or refuse a bad ``Last-Event-ID``)."""
+        if self.answered:
+            return
+        owner, hub = self.owner, self.owner.hub
+        start_line, headers = self.asked
+        raw = headers.get("Last-Event-ID")
         try:
             cursor = hub.cursor(raw)
         except CursorError as exc:
             return self.refuse(exc)
         if hub.closed:
             annotate(self, events=0, detail="the hub is closed: 204 asks the client to stay away")
-            return self.answer(204)
-        self.set_header("Content-Type", MIME_TYPE)
-        self.set_header("Cache-Control", "no-cache")
+            return self.answer(204, {})
+        self.answered = True
         self.client = client_of(self)
         self.opened = time.monotonic()
         self.written_id = self.sent_id = cursor
-        stream._open.add(self)
         start = f"resuming after id {cursor}" if raw else f"from now (after id {cursor})"
-        stream._record("connect", self.client, detail=start)
-        self.write(stream.opening)
-        self.pump = asyncio.ensure_future(self._pump())
-        if self.ending is not None:  # the client left while the request was being read
-            self.pump.cancel()
-        try:
-            await self.pump
-        except asyncio.CancelledError:
-            if self.ending is None:  # not stopped by us: this request itself was cancelled
-                self.pump.cancel()
-                raise
-        except HubClosedError:
-            self.ending = self.ending or "the hub closed"
-        except StreamClosedError:
-            self.ending = self.ending or "the client left"
-        finally:
-            stream._open.discard(self)
-            stream._record("disconnect", self.client, events=self.events,
-                           duration=time.monotonic() - self.opened, detail=self.ending or "")
+        owner._record("connect", self.client, detail=start)
+        connection = self.connection
+        self.iostream = connection.stream
+        self.socket = self.iostream.socket
+        self.chunked = start_line.version == "HTTP/1.1"  # tornado's rule for this answer
+        connection.set_close_callback(self.connection_closed)
+        # Start once tornado watches the connection for a close (right after this
+        # returns): a client that goes before the first byte then ends like any other.
+        asyncio.get_running_loop().call_soon(self.start)
 
-    def stop(self, why: str) -> None:
-        """End this stream (first reason wins); the pump stops at its next await."""
-        if self.ending is None:
-            self.ending = why
-            if self.pump is not None:
-                self.pump.cancel()
+    def start(self) -> None:
+        """Join the fan-out and write the headers and the ``retry:`` line."""
+        if self.ending is not None:
+            return
+        if self.iostream.closed():  # gone while its request was read: tornado did not watch
+            annotate(self, events=0, detail=LEFT_EARLY)
+            self.connection.finish()  # so the wire layer records the answer that never left
+            return self.end("the client left", finish=False)
+        owner = self.owner
+        self.iostream.set_nodelay(True)  # an event goes out at once, not after the last ACK
+        owner._join(self)
+        head = httputil.HTTPHeaders({"Date": httputil.format_timestamp(time.time()),
+                                     "Content-Type": MIME_TYPE, "Cache-Control": "no-cache"})
+        self._wait_for(self.connection.write_headers(_OK, head, owner.opening),
+                       len(owner.opening))
+
+    def refuse(self, error: RejectedError, headers: dict | None = None, *,
+               close: bool = False) -> None:
+        """Answer ``error`` as every labkit endpoint does: ``{"error", "reason"}`` JSON, the
+        reason on the trace record; ``close`` when a request body is left unread."""
+        annotate(self, events=0, detail=f"{error.reason}: {error}")
+        headers = {**(headers or {}), "Content-Type": "application/json"}
+        if close:
+            headers["Connection"] = "close"
+        self.answer(error.status, headers,
+                    json.dumps({"error": str(error), "reason": error.reason}))
+
+    def answer(self, status: int, headers: dict, text: str = "") -> None:
+        """Write a whole short answer, once (204: no body and no ``Content-Length``;
+        the answer to a ``HEAD``: no body)."""
+        if self.answered:
+            return
+        self.answered = True
+        if status != 204:
+            method = self.asked[0].method if self.asked is not None else "GET"
+            return write_answer(self.connection, status, headers, text, method=method)
+        self.connection.write_headers(
+            httputil.ResponseStartLine("HTTP/1.1", 204, "No Content"),
+            httputil.HTTPHeaders({"Date": httputil.format_timestamp(time.time()), **headers}))
+        self.connection.finish()
 
     def on_connection_close(self) -> None:
-        self.stop("the client left")
+        """The client left before its request was complete: no stream was opened."""
+        self.answered = True
 
-    async def _pump(self) -> None:
-        """Write what the hub has after ``written_id``, wait for more, forever."""
-        stream, hub = self.stream, self.stream.hub
-        self.waiting_bytes = len(stream.opening)
-        if not await self._drain():
+    # -- the stream's end ----------------------------------------------------------------
+
+    def connection_closed(self) -> None:
+        """The connection closed under the open stream."""
+        self.end("the client left", finish=False)
+
+    def end(self, why: str, *, finish: bool = True) -> None:
+        """End the stream (the first reason is the one recorded); ``finish`` the response
+        so the client sees a clean end and reconnects."""
+        if self.ending is not None:
             return
-        while True:
-            items = await hub.wait(self.written_id, stream.heartbeat)
-            if not items:
-                chunk = HEARTBEAT
-            else:
-                missed = hub.missed(self.written_id)
-                frames = [_gap(self.written_id, missed)] if missed else []
-                size = 0
-                for item in items:
-                    frame = encode_item(item)
-                    if size and size + len(frame) > stream.max_buffer:
-                        break  # the rest after these bytes have left
-                    frames.append(frame)
-                    size += len(frame)
-                    self.written_id = item.id
-                    self.events += 1
-                chunk = b"".join(frames)
-                annotate(self, events=self.events)
-            self.write(chunk)
-            self.waiting_bytes = len(chunk)
-            if not await self._drain():
-                return
+        self.ending = why
+        self.owner._leave(self)
+        self.owner._record("disconnect", self.client, events=self.events,
+                           duration=time.monotonic() - self.opened, detail=why)
+        if finish and not self.iostream.closed():
+            self.connection.finish()
 
-    async def _drain(self) -> bool:
-        """Flush, and wait until the bytes have left; False if the client was dropped."""
-        flushed = self.flush()
-        hub, limit = self.stream.hub, self.stream.max_lag
-        start = hub.last_id
-        while not flushed.done():
-            published = hub.last_id - start
-            if published > limit:
-                self._drop(published)
-                return False
-            news = asyncio.ensure_future(hub.wait(hub.last_id, None))
-            try:
-                await asyncio.wait((flushed, news), return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                news.cancel()
-            if news.done() and not news.cancelled() and news.exception() is not None:
-                raise news.exception()
-        await flushed  # StreamClosedError if the client left before the headers went out
+    # -- writing: by the fan-out, or after a waiting write has left ----------------------
+
+    def send(self, chunk: bytes, last: int | None = None, count: int = 0,
+             framed: bytes | None = None) -> None:
+        """Write ``chunk``: frames up to id ``last`` (``count`` events), or a heartbeat.
+
+        ``framed``: ``chunk`` already framed as an HTTP chunk, made once by the fan-out
+        for every stream.
+        """
+        if last is not None:
+            self.written_id = last
+            self.events += count
+            annotate(self, events=self.events)
+        data = (framed or _chunked(chunk)) if self.chunked else chunk
+        count_sent(self.connection, len(data))
+        try:
+            sent = self.socket.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:  # reset, or already closed: tornado ends the stream
+            return self.iostream.close(exc_info=exc)
+        if sent == len(data):
+            self._sent()
+        else:  # the socket's buffer is full: tornado sends the rest when it can
+            self._wait_for(self.iostream.write(memoryview(data)[sent:]), len(data) - sent)
+
+    def _sent(self) -> None:
+        """Everything written has left; catch up (soon) if the fan-out went further."""
         self.sent_id = self.written_id
-        self.waiting_bytes = 0
-        return True
+        if self.written_id < self.owner._cursor:
+            asyncio.get_running_loop().call_soon(self.catch_up)
+
+    def _wait_for(self, written: asyncio.Future, size: int) -> None:
+        """Write nothing more to this stream until ``written`` is done."""
+        if written.done():
+            return self._sent()
+        self.pending, self.waiting_bytes = written, size
+        self.waiting_since = self.owner.hub.last_id
+        written.add_done_callback(self._left)
+
+    def _left(self, written: asyncio.Future) -> None:
+        """The waiting write has left (or the connection closed): carry on."""
+        self.pending, self.waiting_bytes = None, 0
+        if self.ending is None and not self.iostream.closed():
+            self._sent()
+
+    def catch_up(self) -> None:
+        """Write from the hub's history what this stream lacks, up to the fan-out's cursor,
+        at most ``max_buffer`` bytes at a time."""
+        owner = self.owner
+        target = owner._cursor
+        if self.ending is not None or self.pending is not None or self.written_id >= target:
+            return
+        missed = owner.hub.missed(self.written_id)
+        frames = [_gap(self.written_id, missed)] if missed else []
+        after = self.written_id + missed
+        items = owner.hub.since(after, limit=max(0, target - after))
+        count = _fit(items, frames, owner.max_buffer) if items else 0
+        self.send(b"".join(frames), items[count - 1].id if count else after, count)
+
+    def check_lag(self, last: int) -> None:
+        """Drop the client if ``max_lag`` events came while its write waited to leave."""
+        published = last - self.waiting_since
+        if published > self.owner.max_lag:
+            self._drop(published)
 
     def _drop(self, published: int) -> None:
         """Close the stream of a client that does not read (see the module docstring)."""
-        self.ending = "dropped: not reading"
-        self.stream._record(
+        self.owner._record(
             "drop", self.client,
             detail=f"not reading: {published} events were published while {self.waiting_bytes} "
-                   f"bytes waited to leave the server (limit {self.stream.max_lag} events); "
+                   f"bytes waited to leave the server (limit {self.owner.max_lag} events); "
                    f"stream closed after id {self.sent_id} left; the client may resume "
                    f"with Last-Event-ID")
-        self.request.connection.stream.close()  # frees what tornado buffered for it
+        self.end("dropped: not reading", finish=False)
+        self.iostream.close()  # frees what tornado buffered for it
 
 
 def serve_sse(stream: SSEStream | Hub | None = None, *, trace: Trace | None = None,

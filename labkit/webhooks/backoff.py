@@ -37,7 +37,7 @@ import re
 import time
 from datetime import timezone
 
-from labkit.errors import LabkitError
+from labkit.errors import PolicyError
 
 __all__ = [
     "PolicyError",
@@ -50,10 +50,6 @@ __all__ = [
     "NO_RETRY",
     "parse_retry_after",
 ]
-
-
-class PolicyError(LabkitError, ValueError):
-    """A retry policy was given impossible arguments."""
 
 
 def _check_retries(retries: int) -> None:
@@ -89,7 +85,8 @@ class Exponential:
         return [self.ceiling(attempt) for attempt in range(self.retries)]
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(base={self.base:g}, cap={self.cap:g}, retries={self.retries})"
+        return (f"{type(self).__name__}(base={self.base:g}, cap={self.cap:g}, "
+                f"retries={self.retries})")
 
 
 class FullJitter(Exponential):

@@ -6,7 +6,8 @@ provider here turns a :class:`labkit.feed.Event` into one such request:
 
 ==================================  ====================================================
 :class:`GitHubProvider`             a ``push`` event: compact JSON, ``X-GitHub-*``
-                                    headers, ``X-Hub-Signature-256``; ``thin=True``
+                                    headers, ``X-Hub-Signature-256`` (and the legacy
+                                    ``X-Hub-Signature``); ``thin=True``
                                     sends a small notice with a ``url`` to fetch instead
 :class:`TwilioProvider`             an SMS status callback: a form (``MessageSid``,
                                     ``MessageStatus`` ...), ``X-Twilio-Signature`` over
@@ -66,6 +67,7 @@ import tornado.web
 from labkit.errors import LabkitError
 from labkit.feed import id_rule
 from labkit.webhooks.signatures import (
+    GitHubLegacySignature,
     GitHubSignature,
     StandardWebhooksSignature,
     StripeSignature,
@@ -274,8 +276,9 @@ class GitHubProvider(Provider):
     ``event.payload`` may set ``repository`` ("owner/name"), ``ref``,
     ``message``, ``author`` (a login), ``added``, ``removed`` and
     ``modified`` (lists of paths); the rest of GitHub's payload is filled in
-    with realistic defaults. Only ``X-Hub-Signature-256`` is sent, not the
-    legacy SHA-1 ``X-Hub-Signature``.
+    with realistic defaults. Like GitHub, it signs twice: ``X-Hub-Signature-256``
+    (HMAC-SHA256, the one to verify) and the legacy ``X-Hub-Signature`` (HMAC-SHA1,
+    still sent for old integrations), both over the same body with the same secret.
 
     ``thin=True`` sends a small notice instead: the event, the delivery id,
     the repository and a ``url`` where the full payload can be fetched. Serve
@@ -288,6 +291,7 @@ class GitHubProvider(Provider):
     def __init__(self, secret: str | bytes, *, hook_id: int = 123456789, thin: bool = False,
                  api_url: str | None = None, clock: TimeSource = time.time):
         super().__init__(GitHubSignature(secret), clock=clock)
+        self.legacy_signature = GitHubLegacySignature(secret)
         self.hook_id = hook_id
         self.thin = thin
         self.api_url = api_url
@@ -365,6 +369,7 @@ class GitHubProvider(Provider):
             "X-GitHub-Hook-ID": str(self.hook_id),
             "X-GitHub-Hook-Installation-Target-Type": "repository",
             "X-GitHub-Hook-Installation-Target-ID": str(repository_id),
+            **self.legacy_signature.sign(body),
         }
         return headers, body
 

@@ -20,6 +20,9 @@ step  what happens                                                what the sende
       (:mod:`labkit.webhooks.signatures`) and guards              status (401, 403)
       (:mod:`labkit.webhooks.guards`), all on the RAW body bytes
 4     the body must parse                                         400
+4b    a repeat, a delivery id this receiver already accepted,     200, nothing else
+      is acknowledged and goes no further (unless
+      ``duplicates="process"``)
 5     the optional ``faults`` hook may answer instead             its status
 6     the :class:`Delivery` is recorded (with its latency if it   --
       carries an event of ``feed``)
@@ -27,10 +30,19 @@ step  what happens                                                what the sende
 8     done                                                        200, empty body
 ====  ==========================================================  ==================
 
-A 500 from ``process`` makes the provider retry, so the same delivery id can
-arrive twice: the first attempt was recorded at step 6 (real receivers
-deduplicate by id). Providers look at the status only, so success has an
-empty body. Every refusal is recorded as a :class:`Rejection` and its reason
+Providers deliver *at least once*: when an answer is lost or late, they send
+the same delivery (same id) again. So by default the receiver processes each
+delivery id once: a repeat of one it already accepted is answered 200, is
+neither recorded nor processed again, and is counted in :attr:`~WebhookReceiver.repeats`
+(its trace record says "repeat"). A repeat that arrives while the first copy is
+still being processed waits for its outcome: if that fails (500, a fault), the
+repeat is processed; so a 200 always means "done". ``duplicates="process"`` turns
+this off, the naive receiver that does the work again for every copy (lesson 04
+shows what that costs). The ids are kept in memory for the receiver's lifetime;
+a production receiver keeps them in its database, under a unique constraint, for
+as long as the provider may retry (days). A delivery without an id cannot be
+recognised, so it is always processed. Providers look at the status only, so
+success has an empty body. Every refusal is recorded as a :class:`Rejection` and its reason
 attached to the response's record in the trace; the server keeps serving.
 
 Where providers put the delivery id and the event type, the first found wins:
@@ -68,10 +80,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import threading
 import time
 import xml.etree.ElementTree as ElementTree
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, NamedTuple
 from urllib.parse import parse_qsl
 
@@ -80,7 +92,7 @@ from tornado import httputil
 from labkit import lab, techniques
 from labkit.endpoints import BodyLimit, too_large, write_answer
 from labkit.errors import LabkitError, RejectedError
-from labkit.trace import Trace
+from labkit.trace import Rows, Trace
 from labkit.wire import annotate, client_of
 
 __all__ = ["Delivery", "Rejection", "WebhookReceiver", "serve_receiver"]
@@ -89,34 +101,120 @@ ID_HEADERS = ("X-GitHub-Delivery", "webhook-id", "I-Twilio-Idempotency-Token")
 ID_FIELDS = ("id",)
 TYPE_HEADERS = ("X-GitHub-Event",)
 TYPE_FIELDS = ("type", "MessageStatus")
+DUPLICATES = ("ignore", "process")
+"""What a receiver does with a repeated delivery id: acknowledge it only, or process it again."""
 
 
-@dataclass(frozen=True)
-class Delivery:
+def _field(index: int, doc: str) -> property:
+    """A read-only attribute: one value of the kept row."""
+    return property(lambda self: self._row[index], doc=doc)
+
+
+def _flat(headers: dict[str, str]) -> list[str]:
+    """Headers as one flat list (name, value, name, value ...), the names interned."""
+    flat: list[str] = []
+    for name, value in headers.items():
+        flat += (sys.intern(name), value)
+    return flat
+
+
+class _Kept:
+    """What the receiver keeps of a request: one flat row of strings, bytes and numbers.
+
+    A receiver may keep 100,000 of these. As objects holding dicts they would
+    each be walked by every full garbage collection, a pause that lands in
+    the latencies a lesson measures; as rows in :class:`labkit.trace.Rows`
+    the collector never walks them. The receiver stores ``_row`` and builds
+    a new object around it for each reader; the headers dict (and a
+    delivery's parsed payload) are made again on first access. The headers
+    end the row as name, value, name, value ...: a tuple nested in the row
+    would keep the row tracked for a collection or two longer.
+
+    Immutable; equal (and hashed) by what was received.
+    """
+
+    __slots__ = ("_row", "_headers")
+    _HEADERS: int = 0
+    """Where the headers start in the row."""
+    _REPR: tuple[str, ...] = ()
+
+    @classmethod
+    def _from_row(cls, row: tuple):
+        kept = cls.__new__(cls)
+        kept._row = row
+        return kept
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The request's headers, names in lower case (repeated ones joined by commas)."""
+        try:
+            return self._headers
+        except AttributeError:
+            start = self._HEADERS
+            self._headers = dict(zip(self._row[start::2], self._row[start + 1::2]))
+            return self._headers
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._row == other._row
+
+    def __hash__(self) -> int:
+        return hash(self._row)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._REPR)
+        return f"{type(self).__qualname__}({shown})"
+
+
+class Delivery(_Kept):
     """One accepted webhook. Header names are lower-case, as HTTP/2 sends them."""
 
-    id: str | None
-    event_type: str | None
-    content_type: str
-    headers: dict[str, str] = field(repr=False)
-    body: bytes = field(repr=False)
-    """The raw bytes, exactly as received and verified."""
-    payload: Any = field(repr=False)
-    """Parsed body: a dict for JSON objects, dict[str, str] for forms, an Element for XML."""
-    received: float
-    remote_ip: str
+    __slots__ = ("_payload",)
+    _HEADERS = 6
+    _REPR = ("id", "event_type", "content_type", "received", "remote_ip")
+
+    def __init__(self, id: str | None, event_type: str | None, content_type: str,
+                 headers: dict[str, str], body: bytes, payload: Any, received: float,
+                 remote_ip: str):
+        self._row = (id, event_type, content_type, body, received, remote_ip, *_flat(headers))
+        self._headers = headers
+        self._payload = payload
+
+    id = _field(0, "The delivery id (see the table in the module docstring), or None.")
+    event_type = _field(1, "The event type the provider named, or None.")
+    content_type = _field(2, "The ``Content-Type`` header as sent.")
+    body = _field(3, "The raw bytes, exactly as received and verified.")
+    received = _field(4, "When it was accepted (``time.monotonic()``).")
+    remote_ip = _field(5, "The sender's address.")
+
+    @property
+    def payload(self) -> Any:
+        """Parsed body: a dict for JSON objects, dict[str, str] for forms, an Element for XML."""
+        try:
+            return self._payload
+        except AttributeError:
+            self._payload = _parser(self.content_type)(self.body)
+            return self._payload
 
 
-@dataclass(frozen=True)
-class Rejection:
+class Rejection(_Kept):
     """One refused request: the status answered and why."""
 
-    status: int
-    reason: str
-    message: str
-    received: float
-    remote_ip: str
-    headers: dict[str, str] = field(repr=False)
+    __slots__ = ()
+    _HEADERS = 5
+    _REPR = ("status", "reason", "message", "received", "remote_ip")
+
+    def __init__(self, status: int, reason: str, message: str, received: float, remote_ip: str,
+                 headers: dict[str, str]):
+        self._row = (status, reason, message, received, remote_ip, *_flat(headers))
+        self._headers = headers
+
+    status = _field(0, "The status answered.")
+    reason = _field(1, "Why, in one word (``mismatch``, ``too_large`` ...).")
+    message = _field(2, "Why, in a sentence for humans.")
+    received = _field(3, "When it was refused (``time.monotonic()``).")
+    remote_ip = _field(4, "The sender's address.")
 
 
 class WebhookReceiver(httputil.HTTPServerConnectionDelegate):
@@ -131,13 +229,24 @@ class WebhookReceiver(httputil.HTTPServerConnectionDelegate):
     ``feed``: a :class:`labkit.feed.Feed`; a delivery whose id belongs to one
     of its events is recorded in ``trace`` as that event delivered, with its
     latency. ``serve_receiver`` sets ``trace`` to the server's trace.
+    ``duplicates``: ``"ignore"`` (the default) acknowledges a repeated delivery
+    id with 200 and does nothing else, counting it in :attr:`repeats`;
+    ``"process"`` is the naive receiver that records and processes every copy.
     """
 
     def __init__(self, verifiers: Iterable = (), *, max_body: int = 1024 * 1024,
                  process: Callable[[Delivery], Any] | None = None,
                  faults: Callable[[Delivery], Any] | None = None,
                  feed=None, trace: Trace | None = None, technique: str = "webhook",
-                 path: str = "/webhook"):
+                 path: str = "/webhook", duplicates: str = "ignore"):
+        if duplicates not in DUPLICATES:
+            raise LabkitError(f"duplicates={duplicates!r}: choose {DUPLICATES[0]!r} (a repeated "
+                              f"delivery id is acknowledged, not processed again) or "
+                              f"{DUPLICATES[1]!r} (every copy is processed)")
+        self.duplicates = duplicates
+        self._accepted_ids: set[str] = set()                 # the lab loop's alone
+        self._accepting: dict[str, asyncio.Event] = {}       # id -> set when its first copy ends
+        self._repeats: list[str] = []
         self.verifiers = list(verifiers)
         self.max_body = max_body
         self.process = process
@@ -147,21 +256,29 @@ class WebhookReceiver(httputil.HTTPServerConnectionDelegate):
         self.technique = techniques.get(technique).name
         self.path = path
         self._changed = threading.Condition()
-        self._deliveries: list[Delivery] = []
-        self._rejections: list[Rejection] = []
+        self._deliveries = Rows()   # Delivery._row of each, which the collector never walks
+        self._rejections = Rows()   # Rejection._row of each
         self._tasks: set[asyncio.Task] = set()
 
     @property
     def deliveries(self) -> list[Delivery]:
         """A snapshot of every accepted delivery, oldest first."""
         with self._changed:
-            return list(self._deliveries)
+            rows = self._deliveries.snapshot()
+        return [Delivery._from_row(row) for row in rows]
 
     @property
     def rejections(self) -> list[Rejection]:
         """A snapshot of every refused request, oldest first."""
         with self._changed:
-            return list(self._rejections)
+            rows = self._rejections.snapshot()
+        return [Rejection._from_row(row) for row in rows]
+
+    @property
+    def repeats(self) -> list[str]:
+        """The delivery id of each repeat acknowledged without processing, oldest first."""
+        with self._changed:
+            return list(self._repeats)
 
     def rules(self) -> list:
         """Tornado URL rules mounting this receiver at ``path``."""
@@ -185,7 +302,7 @@ class WebhookReceiver(httputil.HTTPServerConnectionDelegate):
         Call it from a notebook cell or a script, not from the lab loop.
         """
         def explain() -> str:
-            rejected = self._rejections
+            rejected = self.rejections
             last = f" (last: {rejected[-1].status} {rejected[-1].reason})" if rejected else ""
             return (f"only {len(self._deliveries)} of {count} deliveries reached {self.path} "
                     f"within {timeout} s, and {len(rejected)} requests were rejected{last}: check "
@@ -228,7 +345,7 @@ class WebhookReceiver(httputil.HTTPServerConnectionDelegate):
                               received=time.monotonic(), remote_ip=request.remote_ip,
                               headers=_lower_case(request.headers))
         with self._changed:
-            self._rejections.append(rejection)
+            self._rejections.append(rejection._row)
             self._changed.notify_all()
 
     def _record(self, delivery: Delivery, client: str) -> None:
@@ -239,16 +356,31 @@ class WebhookReceiver(httputil.HTTPServerConnectionDelegate):
         is named in its detail.
         """
         with self._changed:
-            self._deliveries.append(delivery)
+            self._deliveries.append(delivery._row)
             self._changed.notify_all()
         event = None if self.feed is None else self.feed.find(delivery.id)
         if event is not None:
             self.trace.delivered(event, technique=self.technique,
                                  bytes=len(delivery.body), detail=f"from {client}")
 
+    def _once_key(self, delivery: Delivery) -> str | None:
+        """The id to process once (step 4b), or None when every copy is processed."""
+        return delivery.id if self.duplicates == "ignore" else None
+
+    def _accepted(self, delivery: Delivery) -> None:
+        """Remember an id answered 200, so its repeats are only acknowledged."""
+        key = self._once_key(delivery)
+        if key is not None:
+            self._accepted_ids.add(key)
+
+    def _repeated(self, delivery_id: str) -> None:
+        with self._changed:
+            self._repeats.append(delivery_id)
+            self._changed.notify_all()
+
     def __repr__(self) -> str:
-        return (f"<WebhookReceiver {self.path} {len(self.deliveries)} delivered, "
-                f"{len(self.rejections)} rejected>")
+        return (f"<WebhookReceiver {self.path} {len(self._deliveries)} delivered, "
+                f"{len(self._rejections)} rejected>")
 
 
 def _lower_case(headers: httputil.HTTPHeaders) -> dict[str, str]:
@@ -379,11 +511,31 @@ class _Exchange(httputil.HTTPMessageDelegate):
             delivery = receiver._verify(self.request, self.body.body())
         except RejectedError as exc:
             return self.refuse(exc)
-        if receiver.faults is None and receiver.process is None:
+        key = receiver._once_key(delivery)
+        if key in receiver._accepted_ids:
+            return self.repeat(delivery)
+        if receiver.faults is None and receiver.process is None and key not in receiver._accepting:
             return self.accept(delivery)
-        task = asyncio.ensure_future(self.run_hooks(delivery))
+        task = asyncio.ensure_future(self.once(key, delivery))
         receiver._tasks.add(task)
         task.add_done_callback(receiver._tasks.discard)
+
+    async def once(self, key: str | None, delivery: Delivery) -> None:
+        """Step 4b when the hooks may await: while a copy with the same id is being
+        handled, wait for its outcome; then acknowledge a repeat, or run the hooks."""
+        receiver = self.receiver
+        while key in receiver._accepting:
+            await receiver._accepting[key].wait()
+        if key in receiver._accepted_ids:
+            return self.repeat(delivery)
+        if key is None:
+            return await self.run_hooks(delivery)
+        receiver._accepting[key] = ended = asyncio.Event()
+        try:
+            await self.run_hooks(delivery)
+        finally:
+            del receiver._accepting[key]
+            ended.set()
 
     async def run_hooks(self, delivery: Delivery) -> None:
         """Steps 5 to 8 when ``faults`` or ``process`` may need to await."""
@@ -401,15 +553,23 @@ class _Exchange(httputil.HTTPMessageDelegate):
         except Exception as exc:  # any bug in process: the provider sees a 500
             return self.refuse(RejectedError("process_failed", f"process raised {exc!r}",
                                              status=500))
-        self.succeed()
+        self.succeed(delivery)
 
     def accept(self, delivery: Delivery) -> None:
         """Record the delivery and answer 200 (steps 6 and 8, nothing to process)."""
         self.receiver._record(delivery, client_of(self))
-        self.succeed()
+        self.succeed(delivery)
 
-    def succeed(self) -> None:
+    def succeed(self, delivery: Delivery) -> None:
+        self.receiver._accepted(delivery)
         annotate(self, events=1)
+        self.answer(200)
+
+    def repeat(self, delivery: Delivery) -> None:
+        """Step 4b: a delivery id already accepted is acknowledged, and nothing else."""
+        self.receiver._repeated(delivery.id)
+        annotate(self, events=0, detail=f"repeat of delivery {delivery.id}: acknowledged, "
+                                        f"not processed again")
         self.answer(200)
 
     def on_connection_close(self) -> None:
@@ -430,7 +590,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
         """Write the status line, headers and (usually empty) body, once."""
         if not self.answered:
             self.answered = True
-            write_answer(self.connection, status, headers, text)
+            write_answer(self.connection, status, headers, text, method=self.request.method)
 
 
 def serve_receiver(receiver: WebhookReceiver | None = None, *, trace: Trace | None = None,

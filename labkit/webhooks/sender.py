@@ -39,7 +39,7 @@ closes the breaker again.
 
 Example::
 
-    sender = Sender(GitHubProvider("s3cret"), [server.webhook_url],
+    sender = Sender(GitHubProvider("s3cret"), [server.endpoint_url],
                     policy=SVIX, clock=Clock(speedup=36000))
     sender.run(events)                 # blocks until every delivery has ended
     print(sender.report())
@@ -154,8 +154,12 @@ class Sender:
         urls = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         if not urls or len(set(urls)) != len(urls):
             raise DeliveryError(f"give one or more distinct endpoint URLs, got {urls!r}")
-        if concurrency < 1 or breaker_threshold < 1:
-            raise DeliveryError("concurrency and breaker_threshold must be at least 1")
+        for name, value in (("concurrency", concurrency), ("breaker_threshold", breaker_threshold)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise DeliveryError(
+                    f"{name} must be a whole number >= 1, got {value!r}: with "
+                    f"concurrency=0 no request could ever be sent, and a breaker_threshold "
+                    f"of 0 would disable every endpoint before its first delivery")
         self.provider = provider
         self.policy = policy
         self.clock = clock
@@ -222,9 +226,15 @@ class Sender:
         endpoint.woken.clear()
 
     async def drain(self) -> None:
-        """Wait until no delivery is pending (raises if a delivery task crashed)."""
+        """Wait until no delivery is pending (raises if a delivery task crashed).
+
+        Cancelling the wait (as :meth:`run` does when its ``timeout`` passes)
+        stops only the waiting: the deliveries go on, and a later drain waits for them.
+        """
         while self._tasks:
-            await asyncio.gather(*self._tasks)
+            done, _ = await asyncio.wait(set(self._tasks))
+            for task in done:
+                task.result()
 
     async def deliver(self, events: Iterable[Event]) -> dict[str, int]:
         """Send every event, wait until each delivery has ended, return :meth:`stats`."""

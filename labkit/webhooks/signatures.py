@@ -42,13 +42,14 @@ import re
 import secrets as _secrets
 import time
 from collections.abc import Iterable, Mapping
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 from labkit.errors import LabkitError, SignatureError
 
 __all__ = [
     "get_header",
     "GitHubSignature",
+    "GitHubLegacySignature",
     "StripeSignature",
     "StandardWebhooksSignature",
     "TwilioSignature",
@@ -364,7 +365,8 @@ class StandardWebhooksSignature:
                 candidates.append(_b64_digest(
                     encoded, hashlib.sha256().digest_size,
                     f"webhook-signature entry {entry[:80]!r} is not v1 followed "
-                    f"by the base64 of a 32-byte HMAC-SHA256"))
+                    f"by the base64 of a 32-byte HMAC-SHA256: send the header exactly as the "
+                    f"sender produced it (standard base64, not URL-safe)"))
         if not candidates:
             raise SignatureError(
                 "malformed",
@@ -391,15 +393,68 @@ def _require_url(url: str | None) -> str:
     return url
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+# The host (a bracketed IPv6 literal or a name) and an optional ":port" of a URL's netloc.
+_HOST_PORT = re.compile(r"(?P<host>\[[^\]]*\]|[^:]*)(?::(?P<port>[0-9]*))?")
+
+
+def _port_variants(url: str) -> list[str]:
+    """``url`` and the same URL with its port taken out, or, without one, the scheme's default
+    port put in (``:443`` for https, ``:80`` for http).
+
+    Twilio's back end does not always sign the URL with the port as it was configured, so its
+    helper libraries accept a signature over either form; so does :class:`TwilioSignature`.
+    Only the port changes: the rest of the URL is kept character for character.
+    """
+    parts = urlsplit(url)
+    head, _, tail = url.partition("//")
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    match = _HOST_PORT.fullmatch(hostport)
+    if not parts.netloc or match is None:
+        return [url]
+    if match["port"] is not None:
+        other = match["host"]
+    elif parts.scheme in _DEFAULT_PORTS:
+        other = f"{match['host']}:{_DEFAULT_PORTS[parts.scheme]}"
+    else:
+        return [url]
+    return [url, f"{head}//{userinfo}{at}{other}{tail[len(parts.netloc):]}"]
+
+
+def _body_hash(url: str) -> bytes | None:
+    """The SHA-256 a JSON request's URL announces in ``bodySHA256``, or None for a form request."""
+    query = urlsplit(url).query
+    announced = [v for k, v in parse_qsl(query, keep_blank_values=True) if k == "bodySHA256"]
+    if not announced:
+        return None
+    if len(announced) != 1 or not _HEX_SHA256.fullmatch(announced[0]):
+        raise SignatureError(
+            "malformed",
+            f"the URL must carry exactly one bodySHA256=<64 hex digits>, got {announced!r}: "
+            f"pass the URL exactly as Twilio requested it",
+        )
+    return bytes.fromhex(announced[0])
+
+
 class TwilioSignature:
     """Twilio: ``X-Twilio-Signature: base64(HMAC-SHA1(auth_token, url + params))``.
 
-    ``params`` is every POST parameter, sorted by name (then value), written
-    as name followed by value with no separators; they are parsed from the
-    form-encoded body. ``url`` must be the full URL Twilio requested, query
-    string included, exactly as configured in Twilio (scheme and host too, so
-    a TLS-terminating proxy must pass the public URL). JSON bodies, which
-    Twilio signs differently (``bodySHA256``), are not covered.
+    ``url`` is the full URL Twilio requested, query string included, exactly as
+    configured in Twilio (scheme and host too, so a TLS-terminating proxy must
+    pass the public URL). What follows the URL depends on the body:
+
+    =====================  ==================================================
+    form body (the usual)  every POST parameter, blank ones too (``Body=``),
+                           sorted by name then value, each written as name
+                           followed by value, no separators
+    JSON body              nothing: the URL carries ``bodySHA256=<hex
+                           SHA-256 of the raw body>`` instead, and the body
+                           must hash to it (:meth:`json_url` builds such a URL)
+    =====================  ==================================================
+
+    Like Twilio's helper libraries, :meth:`verify` accepts a signature over
+    the URL with or without its port (``https://host/`` and
+    ``https://host:443/`` alike); :meth:`sign` signs the URL as given.
     """
 
     name = "twilio"
@@ -410,38 +465,139 @@ class TwilioSignature:
     def __init__(self, auth_tokens: str | bytes | Iterable[str | bytes]):
         self._keys = _keys(auth_tokens, "Twilio auth token")
 
-    def _digests(self, url: str, body: bytes) -> list[bytes]:
+    @staticmethod
+    def json_url(url: str, body: bytes) -> str:
+        """``url`` with ``bodySHA256`` added: what Twilio requests when it POSTs JSON ``body``."""
+        separator = "&" if urlsplit(_require_url(url)).query else "?"
+        return f"{url}{separator}bodySHA256={hashlib.sha256(_raw(body)).hexdigest()}"
+
+    @staticmethod
+    def _form_params(body: bytes) -> str:
+        """What Twilio appends to the URL of a form request before signing it."""
         try:
             form = body.decode("utf-8")
         except UnicodeDecodeError:
             raise SignatureError(
                 "malformed",
-                "the body is not UTF-8 form data (application/x-www-form-urlencoded), "
-                "which is what Twilio sends",
+                "the body is not UTF-8 form data: Twilio posts forms "
+                "(application/x-www-form-urlencoded), and signs a JSON body through the "
+                "bodySHA256 in the URL instead",
             ) from None
         params = sorted(set(parse_qsl(form, keep_blank_values=True)))
-        data = (url + "".join(name + value for name, value in params)).encode("utf-8")
-        return [hmac.new(key, data, hashlib.sha1).digest() for key in self._keys]
+        return "".join(name + value for name, value in params)
+
+    def _announced_and_params(self, url: str, body: bytes) -> tuple[bytes | None, str]:
+        """The body hash the URL announces (None for a form request) and the parameters
+        Twilio appends to the URL before signing it ("" for a JSON request)."""
+        announced = _body_hash(url)
+        return announced, "" if announced is not None else self._form_params(body)
+
+    def _digests(self, urls: list[str], params: str) -> list[bytes]:
+        return [hmac.new(key, (url + params).encode("utf-8"), hashlib.sha1).digest()
+                for url in urls for key in self._keys]
 
     def sign(self, body: bytes, *, url: str | None = None, msg_id: str | None = None,
              timestamp: int | None = None) -> dict[str, str]:
-        """Headers Twilio would send when POSTing the form ``body`` to ``url``."""
-        digest = self._digests(_require_url(url), _raw(body))[0]
+        """Headers Twilio would send when POSTing ``body`` to ``url``.
+
+        For a JSON body, pass ``url=TwilioSignature.json_url(url, body)``.
+        """
+        url, body = _require_url(url), _raw(body)
+        announced, params = self._announced_and_params(url, body)
+        if announced is not None and announced != hashlib.sha256(body).digest():
+            raise LabkitError(
+                "the url's bodySHA256 is not the SHA-256 of this body: build the URL "
+                "with TwilioSignature.json_url(url, body)"
+            )
+        digest = self._digests([url], params)[0]
         return {self.header: base64.b64encode(digest).decode("ascii")}
 
     def verify(self, headers: Mapping[str, str], body: bytes, *, url: str | None = None,
                remote_ip: str | None = None, now: float | None = None) -> None:
-        """Raise SignatureError unless the header matches ``url`` and the form body."""
+        """Raise SignatureError unless the header matches ``url`` and the body."""
         url, body = _require_url(url), _raw(body)
         value = _require(headers, self.header,
                          "send the request from Twilio, or sign it with TwilioSignature.sign")
         candidate = _b64_digest(value, hashlib.sha1().digest_size,
                                 f"{self.header} {value[:80]!r} is not the base64 of a 20-byte "
                                 f"HMAC-SHA1: send the header exactly as Twilio produced it")
-        if not _matches_any([candidate], self._digests(url, body)):
+        announced, params = self._announced_and_params(url, body)
+        if not _matches_any([candidate], self._digests(_port_variants(url), params)):
             raise SignatureError(
                 "mismatch",
                 f"{self.header} does not match: check the auth token, and that url "
                 f"is exactly the URL configured in Twilio (https vs http behind a "
-                f"proxy, port, query string) and the body is the form Twilio posted",
+                f"proxy, query string) and the body is the form Twilio posted",
+            )
+        if announced is not None and not _matches_any([hashlib.sha256(body).digest()],
+                                                      [announced]):
+            raise SignatureError(
+                "mismatch",
+                "the body's SHA-256 differs from the bodySHA256 Twilio signed in the URL: "
+                "the body was changed on the way, or you hashed a decoded or re-serialised "
+                "copy instead of the raw body bytes",
+            )
+
+
+_HEX_SHA1 = re.compile(r"[0-9a-fA-F]{40}")
+
+
+class GitHubLegacySignature:
+    """GitHub's legacy signature: ``X-Hub-Signature: sha1=<hex HMAC-SHA1(secret, body)>``.
+
+    GitHub still sends it, beside ``X-Hub-Signature-256``, on every delivery of a
+    webhook that has a secret, so that receivers written before the SHA-256 header
+    keep working. It is a signature made with the secret, not the secret itself:
+    the secret never travels. Both headers sign the same raw body with the same
+    secret; they differ only in the hash:
+
+    =======================  =================  ===========================
+    header                   HMAC               value
+    =======================  =================  ===========================
+    ``X-Hub-Signature``      SHA-1, 20 bytes    ``sha1=`` + 40 hex digits
+    ``X-Hub-Signature-256``  SHA-256, 32 bytes  ``sha256=`` + 64 hex digits
+    =======================  =================  ===========================
+
+    Check :class:`GitHubSignature` (the SHA-256 one): GitHub recommends it, SHA-1
+    is broken for collisions, and a receiver that accepts *either* header is only
+    as strong as the weaker, since a forger picks which one to send. This class
+    is for reading old integrations and for showing that difference. Rotation
+    works as in :class:`GitHubSignature`: pass ``[new, old]``.
+    """
+
+    name = "github-legacy"
+    header = "X-Hub-Signature"
+
+    def __init__(self, secrets: str | bytes | Iterable[str | bytes]):
+        self._keys = _keys(secrets, "GitHub webhook secret")
+
+    def _digests(self, body: bytes) -> list[bytes]:
+        return [hmac.new(key, body, hashlib.sha1).digest() for key in self._keys]
+
+    def sign(self, body: bytes, *, url: str | None = None, msg_id: str | None = None,
+             timestamp: int | None = None) -> dict[str, str]:
+        """The ``X-Hub-Signature`` header GitHub would send for ``body``."""
+        return {self.header: "sha1=" + self._digests(_raw(body))[0].hex()}
+
+    def verify(self, headers: Mapping[str, str], body: bytes, *, url: str | None = None,
+               remote_ip: str | None = None, now: float | None = None) -> None:
+        """Raise SignatureError unless the header matches HMAC-SHA1 of ``body``."""
+        body = _raw(body)
+        value = _require(headers, self.header,
+                         "set a secret on the webhook in GitHub's settings so deliveries are "
+                         "signed, and prefer X-Hub-Signature-256 (GitHubSignature)")
+        algorithm, _, hexdigest = value.partition("=")
+        if algorithm != "sha1" or not _HEX_SHA1.fullmatch(hexdigest):
+            raise SignatureError(
+                "malformed",
+                f"{self.header} must be 'sha1=' followed by 40 hex digits, got "
+                f"{value[:80]!r}: send the header exactly as GitHub produced it (the "
+                f"sha256= value belongs in X-Hub-Signature-256)",
+            )
+        if not _matches_any([bytes.fromhex(hexdigest)], self._digests(body)):
+            raise SignatureError(
+                "mismatch",
+                f"{self.header} does not match the body: check that both sides use "
+                f"the same secret and that you verify the raw body bytes, not a "
+                f"re-serialised copy",
             )
