@@ -61,7 +61,7 @@ from labkit.errors import LabLoopError, PortInUseError, UsageError, WaitTimeout
 from labkit.trace import Trace
 from labkit.wire import TracingDelegate
 
-__all__ = ["Server", "serve", "component", "run", "submit", "invoke", "shutdown", "is_running",
+__all__ = ["Server", "serve", "component", "application", "run", "submit", "invoke", "shutdown", "is_running",
            "in_lab_thread", "running_servers", "http_client", "tcp_client", "wait_until"]
 
 log = logging.getLogger(__name__)
@@ -345,7 +345,7 @@ def serve(component: Any, *, host: str = "127.0.0.1", port: int = 0,
                         f"technique={technique!r} as well")
     technique = named or technique or "http"
     techniques.get(technique)  # a misspelt name fails here, not in a chart later
-    app = _application(component, settings)
+    app = application(component, settings)
     if trace is None:  # not `trace or ...`: an empty Trace has len 0, so it is falsy
         trace = getattr(component, "trace", None)
     if trace is None:
@@ -379,8 +379,12 @@ def component(kind: type, given: Any = None, options: dict | None = None) -> Any
     return kind(**options) if given is None else kind(given, **options)
 
 
-def _application(component: Any, settings: dict) -> httputil.HTTPServerConnectionDelegate:
-    """What tornado's HTTP server is given for ``component`` (see :func:`serve`)."""
+def application(component: Any, settings: dict | None = None
+                ) -> httputil.HTTPServerConnectionDelegate:
+    """What tornado's HTTP server is given for ``component`` (see :func:`serve`): the
+    component itself if it is a connection delegate, else an Application of its rules.
+    A component that routes to others (``labkit.live``) uses it for each of them."""
+    settings = settings or {}
     if isinstance(component, httputil.HTTPServerConnectionDelegate) and \
             not isinstance(component, tornado.web.Application):
         if settings:

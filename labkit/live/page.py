@@ -133,9 +133,9 @@ class _Router(httputil.HTTPServerConnectionDelegate):
     def __init__(self, components: list, page: tornado.web.Application, trace: Trace):
         self.trace: Trace | None = None  # the port's own view, set by lab.serve
         self.components = components
-        self.routes = {c.path: TracingDelegate(lab._application(c, {}), trace, c.technique)
+        self.routes = {c.path: TracingDelegate(lab.application(c, {}), trace, c.technique)
                        for c in components}
-        self.page = TracingDelegate(lab._application(page, {}), trace, "http")
+        self.page = TracingDelegate(lab.application(page, {}), trace, "http")
 
     def start_request(self, server_conn: object,
                       request_conn: httputil.HTTPConnection) -> httputil.HTTPMessageDelegate:
