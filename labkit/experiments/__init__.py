@@ -13,5 +13,10 @@ notebook and print nothing anywhere else.
 - ``queues``: lesson 01, a direct call against a queue, an outage, a crash before the ack.
 - ``webhooks``: lesson 02, lost pushes, a relay, SMS status, payments, thin payloads, a race
   against polling.
+- ``security``: lesson 03, attacks on receivers, refusals by reason, a live secret rotation.
+- ``reliability``: lesson 04, outages, backoff, a herd, dead letters, duplicates, order.
+- ``debugging``: lesson 05, headers, curl, a slow and a lossy relay, a "doesn't arrive" checklist.
+- ``sse``: lesson 07, a live cricket score: the stream's bytes, resume, gaps, six tabs, a slow fan,
+  WebSocket beside it, 1 to 1,000 clients.
 - ``webpush``: lesson 08, a food app's alerts: subscription, TTL, topics, urgency, 410, VAPID.
 """
