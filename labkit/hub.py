@@ -35,6 +35,10 @@ Example::
 A client that comes back with a cursor older than the history has lost
 events; :meth:`Hub.missed` says how many, so an SSE server can tell it.
 
+A hub lives in one process. For servers in several processes that must hand
+out the same events with the same ids, :class:`labkit.redis_hub.RedisHub`
+keeps the list in a Redis stream and a hub like this one in each process.
+
 ``Item.cache`` is a memo shared by every client: a server encodes an item's
 frame once (``item.cache["sse"] = b"id: 3\\ndata: ...\\n\\n"``) and writes
 those same bytes to all its clients.
@@ -145,9 +149,11 @@ class Hub:
         self.name = name
         self._capacity = history
         self._lock = threading.Lock()
-        # A ring: the item with id n sits at index (n - 1) % history. The list
-        # grows up to `history` entries, then each publish overwrites the oldest.
+        # A ring: the item with id n sits at index (n - 1 - offset) % history. The
+        # list grows up to `history` entries, then each publish overwrites the
+        # oldest. offset is 0 unless publish(id=...) skipped ids and restarted it.
         self._ring: list[Item] = []
+        self._offset = 0
         self._last = 0
         self._closed = False
         self._waiters: set[asyncio.Future] = set()  # only touched on the lab loop
@@ -182,24 +188,38 @@ class Hub:
 
     # -- publishing ------------------------------------------------------------
 
-    def publish(self, data: Any) -> Item:
+    def publish(self, data: Any, *, id: int | None = None) -> Item:
         """Add ``data`` as the next :class:`Item`, wake every waiter once, return the item.
+
+        ``id`` is for a hub that mirrors one kept elsewhere (a Redis stream,
+        :mod:`labkit.redis_hub`): the item takes that id, which must be greater
+        than ``last_id``. If it skips ids, the kept history is dropped: what
+        came before the gap counts as missed, like anything that left the
+        history. Without ``id``, the item is ``last_id + 1``.
 
         From any thread; off the lab thread the work runs on the lab loop.
         Raises :class:`~labkit.errors.HubClosedError` once the hub is closed.
         """
         if not lab.in_lab_thread():
-            return lab.run(functools.partial(self.publish, data))
+            return lab.run(functools.partial(self.publish, data, id=id))
         with self._lock:
             if self._closed:
                 raise HubClosedError(f"hub {self.name!r} is closed (its server stopped): "
                                      f"publish to a hub that is still open")
-            self._last += 1
-            item = Item(self._last, data, time.monotonic())
+            if id is None:
+                id = self._last + 1
+            elif not _is_count(id) or id <= self._last:
+                raise HubError(f"hub {self.name!r}: an item's id must be a whole number "
+                               f"greater than the last id ({self._last}), got {_shown(id)}")
+            elif id > self._last + 1:
+                self._ring.clear()
+                self._offset = id - 1
+            self._last = id
+            item = Item(id, data, time.monotonic())
             if len(self._ring) < self._capacity:
                 self._ring.append(item)
             else:
-                self._ring[(item.id - 1) % self._capacity] = item
+                self._ring[(id - 1 - self._offset) % self._capacity] = item
         self._release()
         return item
 
@@ -236,7 +256,7 @@ class Hub:
                 count = min(count, limit)
             if count <= 0:
                 return []
-            begin = (start - 1) % self._capacity
+            begin = (start - 1 - self._offset) % self._capacity
             end = begin + count
             if end <= self._capacity:
                 return self._ring[begin:end]

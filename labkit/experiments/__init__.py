@@ -16,7 +16,11 @@ notebook and print nothing anywhere else.
 - ``security``: lesson 03, attacks on receivers, refusals by reason, a live secret rotation.
 - ``reliability``: lesson 04, outages, backoff, a herd, dead letters, duplicates, order.
 - ``debugging``: lesson 05, headers, curl, a slow and a lossy relay, a "doesn't arrive" checklist.
+- ``polling``: lesson 06, plain HTTP's silence, a weather app against the theory, how often to
+  poll, a chat over long polling, the same events three ways, 1 to 100 clients.
 - ``sse``: lesson 07, a live cricket score: the stream's bytes, resume, gaps, six tabs, a slow fan,
   WebSocket beside it, 1 to 1,000 clients.
 - ``webpush``: lesson 08, a food app's alerts: subscription, TTL, topics, urgency, 410, VAPID.
+- ``processes``: lesson 07 or 09, two servers on one Redis stream, clients moving between them.
+- ``head_to_head``: lesson 09, every technique on the same events, the notes' table measured.
 """
