@@ -48,6 +48,7 @@ import html
 import io
 import json
 import math
+from fractions import Fraction
 import threading
 import time
 from collections import Counter, defaultdict
@@ -57,6 +58,8 @@ from typing import IO, Iterable, NamedTuple
 from labkit.errors import RecordKindError
 
 __all__ = ["KINDS", "Record", "Rows", "Trace"]
+
+_WIRE_KINDS = ("request", "response", "disconnect")
 
 KINDS = ("request", "response", "event", "connect", "disconnect", "retry", "drop")
 
@@ -230,9 +233,11 @@ class Trace:
         return {p: _nearest_rank(values, p) for p in percentiles}
 
     def bytes_total(self, technique: str | None = None) -> int:
-        """Bytes of every request and response (headers included)."""
+        """Bytes on the wire: every request and response (headers included), plus the
+        frames a long-lived connection carried past HTTP (a WebSocket's, a push
+        service's), which its technique records on the connection's ``disconnect``."""
         return sum(r.bytes for r in self.records(technique=technique)
-                   if r.kind in ("request", "response"))
+                   if r.kind in _WIRE_KINDS)
 
     def bytes_per_event(self, technique: str | None = None) -> float:
         """Wire bytes spent per delivered event; inf when nothing was delivered."""
@@ -341,9 +346,12 @@ def _fmt(value) -> str:
 
 
 def _nearest_rank(sorted_values: list[float], p: float) -> float:
+    """The nearest-rank percentile: the value at rank ceil(p/100 * n), computed exactly
+    (in floating point 14 / 100 * 100 is 14.000000000000002, one rank too far)."""
     if not sorted_values:
         return math.nan
-    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
+    exact = Fraction(str(p)) * len(sorted_values) / 100
+    rank = max(1, math.ceil(exact))
     return sorted_values[min(rank, len(sorted_values)) - 1]
 
 

@@ -124,3 +124,15 @@ def test_clear_forgets_everything():
     trace = sample()
     trace.clear()
     assert len(trace) == 0 and trace.counts() == {}
+
+
+def test_bytes_total_adds_the_frames_a_long_lived_connection_reports_on_disconnect():
+    trace = Trace()
+    trace.add("request", technique="websocket", client="c", bytes=300)   # the upgrade
+    trace.add("response", technique="websocket", client="c", bytes=150)  # the 101
+    trace.add("event", technique="websocket", client="c", bytes=40, latency=0.001)
+    trace.add("disconnect", technique="websocket", client="c", bytes=1000)  # its frames
+    trace.add("request", technique="sse", client="d", bytes=200)
+    assert trace.bytes_total("websocket") == 1450  # event payloads are inside the frames
+    assert trace.bytes_total() == 1650
+    assert trace.bytes_per_event("websocket") == 1450

@@ -20,9 +20,8 @@ call                                    what it shows
 ======================================  ==========================================================
 
 **Bytes.** A WebSocket counts its frames itself and reports them on its
-``disconnect`` record, so a technique's wire bytes are
-:func:`labkit.push.scale.wire_bytes` (requests, responses and those frames);
-``Trace.bytes_total`` counts requests and responses only. Web Push's device
+``disconnect`` record, which ``Trace.bytes_total`` adds to requests and
+responses. Web Push's device
 connection reports no frame bytes, so its frames are added from what the
 push service kept (each message's frame) and what the phone sent back (an
 ack per message), as lesson 08 does.
@@ -48,7 +47,7 @@ from labkit.hub import Hub
 from labkit.progress import Progress
 from labkit.push.polling import LongPollingClient, PollingClient, serve_long_polling, \
     serve_polling
-from labkit.push.scale import run_clients, scaling, wire_bytes
+from labkit.push.scale import run_clients, scaling
 from labkit.push.sse import SSEClient, serve_sse
 from labkit.push.websocket import WebSocketClient, serve_websocket
 from labkit.trace import Trace
@@ -234,7 +233,7 @@ def same_feed(*, events: int = 12, rate: float = 8.0, interval: float = 0.5,
     for name in TECHNIQUES:
         delivered = before[name]
         p50, p99 = trace.latency_percentiles(name, (50, 99)).values()
-        size = wire_bytes(trace, name) + (frames if name == "webpush" else 0)
+        size = trace.bytes_total(name) + (frames if name == "webpush" else 0)
         total = trace.count("event", name)
         rows[name] = Measured(name, delivered, p50, p99, trace.count("request", name) / total,
                               size / total, held[name], total - delivered)
@@ -434,7 +433,7 @@ def _alerts(count: int, seed: int) -> Example:
             app.send(phone.subscription_info, feed.make("order.update", OUT_FOR_DELIVERY))
         phone.wait_for(count)
         frames = _push_frames(push.component.messages())
-    size = wire_bytes(trace, "webpush") + frames
+    size = trace.bytes_total("webpush") + frames
     p50, p99 = trace.latency_percentiles("webpush", (50, 99)).values()
     return Example("delivery alert", "webpush", p50, p99, size / trace.count("event", "webpush"))
 

@@ -19,7 +19,7 @@ bound passes, stops the clients, then the server, and measures:
 =====================  ======================================================================
 ``requests``           HTTP requests the server received (a WebSocket's upgrade is one)
 ``bytes``              wire bytes: every request and response, plus the WebSocket frames
-                       each ``disconnect`` record carries (:func:`wire_bytes`)
+                       each ``disconnect`` record carries (``Trace.bytes_total``)
 ``peak_connections``   most TCP connections open to the server at once (from the kernel's
                        table, ``/proc/net/tcp``; None where there is none). Every client
                        here keeps one connection, polling ones too (keep-alive)
@@ -94,7 +94,7 @@ from labkit.push.sse import SSEClient, SSEStream
 from labkit.push.websocket import WebSocketClient, WebSocketServer
 from labkit.trace import Record, Trace
 
-__all__ = ["ScaleResult", "run_clients", "scaling", "wire_bytes", "SETUPS", "Setup", "BATCH",
+__all__ = ["ScaleResult", "run_clients", "scaling", "SETUPS", "Setup", "BATCH",
            "MAX_CLIENTS"]
 
 BATCH = 100
@@ -148,14 +148,6 @@ SETUPS: dict[str, Setup] = {
         lambda server: server.connected, lambda c: c.ready, lambda c: c.delivered, True),
 }
 """One row per technique :func:`run_clients` can simulate; a new technique is one more row."""
-
-
-def wire_bytes(trace: Trace, technique: str | None = None) -> int:
-    """Bytes on the wire: requests and responses, plus the frame bytes that long-lived
-    connections report in their ``disconnect`` record (WebSocket; SSE reports none,
-    its stream is one response)."""
-    return sum(r.bytes for r in trace.records(technique=technique)
-               if r.kind in ("request", "response", "disconnect"))
 
 
 @dataclass(frozen=True)
@@ -290,7 +282,7 @@ def run_clients(technique: str, clients: int = 10, *, events: int = 10, rate: fl
     return ScaleResult(
         technique=technique, clients=count, events=total, load=load, trace=trace,
         delivered=_delivered(trace, technique, [name for name, _ in specs]),
-        requests=trace.count("request", technique), bytes=wire_bytes(trace, technique),
+        requests=trace.count("request", technique), bytes=trace.bytes_total(technique),
         peak_connections=peaks.connections, peak_held=peaks.held, server_cpu=server_cpu,
         client_cpu=load_run.cpu, memory=memory.taken,
         latency=trace.latency_percentiles(technique, (50, 90, 99)),
