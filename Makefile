@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.labkit-installed
 
-.PHONY: lab test bench clean
+.PHONY: lab test mutation clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,14 @@ lab: $(STAMP)
 ## (beside a real Redis server when redis-server is installed: scripts/with-redis.sh)
 test: $(STAMP)
 	scripts/with-redis.sh $(PY) -m pytest tests --nbval-lax --nbval-current-env notebooks
+
+## make mutation: which code changes would no test notice? Slow, not part of make test.
+## MODULES="signatures guards" limits it; see docs/mutation.md
+MUTMUT_VERSION := 3.8.1
+mutation: $(STAMP)
+	$(PY) -c "import importlib.metadata as m, sys; sys.exit(m.version('mutmut') != '$(MUTMUT_VERSION)')" 2>/dev/null \
+		|| $(PY) -m pip install --quiet "mutmut==$(MUTMUT_VERSION)"
+	$(PY) mutation/run.py --check $(MODULES)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -19,6 +19,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from labkit.errors import LabkitError, SignatureError
 from labkit.webhooks import signatures
 from labkit.webhooks.signatures import (
+    GitHubLegacySignature,
     GitHubSignature,
     StandardWebhooksSignature,
     StripeSignature,
@@ -643,6 +644,7 @@ def test_an_empty_list_of_secrets_is_refused_clearly():
 
 @pytest.mark.parametrize("make, secret, what", [
     (GitHubSignature, "", "GitHub webhook secret"),
+    (GitHubLegacySignature, "", "GitHub webhook secret"),
     (StripeSignature, "", "Stripe signing secret"),
     (StandardWebhooksSignature, "whsec_", "Standard Webhooks secret"),
     (StandardWebhooksSignature, b"", "Standard Webhooks secret"),
@@ -658,6 +660,8 @@ def test_an_empty_secret_is_refused_by_its_name(make, secret, what):
 @pytest.mark.parametrize("scheme, headers, hint", [
     (GitHubSignature("s"), {}, "no X-Hub-Signature-256 header: set a secret on the webhook in "
                                "GitHub's settings"),
+    (GitHubLegacySignature("s"), {}, "no X-Hub-Signature header: set a secret on the webhook "
+                                     "in GitHub's settings"),
     (StripeSignature("s"), {}, "no Stripe-Signature header: send the request from Stripe, or "
                                "sign it with StripeSignature.sign"),
     (StandardWebhooksSignature(SW_SECRET), {}, "no webhook-id header: Standard Webhooks "
@@ -668,7 +672,8 @@ def test_an_empty_secret_is_refused_by_its_name(make, secret, what):
      "no webhook-signature header: Standard Webhooks senders send webhook-id, "),
     (TwilioSignature("s"), {}, "no X-Twilio-Signature header: send the request from Twilio, "
                                "or sign it with TwilioSignature.sign"),
-], ids=["github", "stripe", "sw-id", "sw-timestamp", "sw-signature", "twilio"])
+], ids=["github", "github-legacy", "stripe", "sw-id", "sw-timestamp", "sw-signature",
+        "twilio"])
 def test_a_missing_header_is_named_with_a_hint(scheme, headers, hint):
     with pytest.raises(SignatureError) as info:
         scheme.verify(headers, b"a=1", url="https://h.test/", now=1)
@@ -685,3 +690,15 @@ def test_a_timestamp_that_is_not_a_number_is_named(scheme, headers, header):
     with pytest.raises(SignatureError, match=f"^{header} timestamp 'soon' is not an integer "
                                              f"number of Unix seconds: "):
         scheme.verify(headers, BODY, now=NOW)
+
+
+@pytest.mark.parametrize("scheme, value, start", [
+    (GitHubSignature("s"), "sha1=" + "0" * 40,
+     "X-Hub-Signature-256 must be 'sha256=' followed by 64 hex digits, got 'sha1="),
+    (GitHubLegacySignature("s"), "sha256=" + "0" * 64,
+     "X-Hub-Signature must be 'sha1=' followed by 40 hex digits, got 'sha256="),
+], ids=["github", "github-legacy"])
+def test_a_malformed_github_header_is_quoted_back(scheme, value, start):
+    with pytest.raises(SignatureError, match=f"^{re.escape(start)}") as info:
+        scheme.verify({scheme.header: value}, b"{}")
+    assert info.value.reason == "malformed"
