@@ -6,6 +6,7 @@ ANSWERS = {
     "01.2": 10,     # outage(retries=4, retry_pause=0.3).reached_service_in_window
     "01.3": 0.3,    # crash_before_ack(lease=0.3).redelivered_after
     "01.4": 175,    # the empty notification's line and headers are about 172 B
+    "01.5": 60,     # fan_out(groups={"emails": 4, "analytics": 1, "invoices": 1}): 3 x 20
 }
 
 WRONG = {
@@ -23,4 +24,5 @@ WRONG = {
     "01.2": [0, 9, 20, 30],
     "01.3": [1.0, 0, 0.6, "0.3"],
     "01.4": [1024, 1000, 36, 100],
+    "01.5": [20, 120, 80, "60"],   # one group; 20 for each of 6 consumers; 4 workers x 20
 }

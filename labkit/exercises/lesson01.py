@@ -1,12 +1,13 @@
 """Checks for lesson 01 (direct calls vs queues): which queues keep order, retrying through
-an outage, how long a lease hides a crashed message, and when a body outweighs its headers."""
+an outage, how long a lease hides a crashed message, when a body outweighs its headers, and
+how many deliveries consumer groups on Redis make."""
 
 from __future__ import annotations
 
 from numbers import Real
 
 from labkit.exercises import NotYet, exercise
-from labkit.experiments.queues import crash_before_ack, notification_sizes
+from labkit.experiments.queues import crash_before_ack, fan_out, notification_sizes
 
 ORDER_OPTIONS = {
     "broker, one consumer, no crash": True,
@@ -118,3 +119,25 @@ def _(answer):
     return (f"About {smallest} bytes: the request line and headers take ~{head} bytes "
             f"whatever the body, so only a body larger than that is most of the traffic. "
             f"Most webhooks are a few hundred bytes to a few KB, so their headers still matter.")
+
+
+GROUPS = {"emails": 4, "analytics": 1, "invoices": 1}
+"""Exercise 01.5's consumer groups and how many consumers each has."""
+
+
+@exercise("01.5", "How many deliveries do three consumer groups make?")
+def _(answer):
+    if not isinstance(answer, int) or isinstance(answer, bool) or answer < 0:
+        raise NotYet(f"the answer is a count of orders processed, a whole number, not "
+                     f"{answer!r}", hint="sum(len(v) for v in run.received.values())")
+    run = fan_out(orders=20, groups=GROUPS)
+    total = sum(len(numbers) for numbers in run.received.values())
+    if answer == 20:
+        raise NotYet("20 is what one group processes: every group gets every order",
+                     hint="count run.seen_by(group) for each of the three groups")
+    if answer != total:
+        raise NotYet(f"{answer} orders processed is not what the run shows",
+                     hint="the four email workers share one group's 20 orders between them")
+    return (f"{total}: each of the {len(GROUPS)} groups processes all 20 orders once (pub/sub), "
+            f"and the four email workers split their group's 20 (a work queue), so adding "
+            f"workers to a group shares work and adding a group adds a copy of every message.")

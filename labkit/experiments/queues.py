@@ -22,6 +22,12 @@ call                           what it shows
 ``several_workers()``          three workers on one queue finish out of publish order
 ``notification_sizes()``       the bytes of a "this happened" POST with no, small and full
                                bodies: mostly request line and headers
+``outage_on_redis()``          ``outage()`` with the queue on Redis Streams (embedded, or the
+                               server ``LABKIT_REDIS_URL`` names): the same claims hold
+``crash_on_redis()``           a consumer dies holding a message; another claims it after
+                               ``claim_after``, with ``attempts`` 2
+``fan_out()``                  consumer groups on one stream: every group gets every message
+                               (pub/sub), members of a group share them (a work queue)
 ``side_by_side(...)``          the lesson's closing table, from the runs above
 =============================  ===========================================================
 
@@ -38,12 +44,16 @@ from __future__ import annotations
 import asyncio
 import random
 import statistics
+import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 from urllib.parse import urlsplit
 
 import requests
 
+from labkit import lab, redis_queue
+from labkit.errors import WaitTimeout
 from labkit.experiments.start import client_session
 from labkit.feed import Event, Feed, fixed_rate
 from labkit.progress import Progress
@@ -65,6 +75,24 @@ def _email(work: float):
 
 def _sleep_until(moment: float) -> None:
     time.sleep(max(0.0, moment - time.monotonic()))
+
+
+class _Plan:
+    """Actions due at planned moments (seconds after ``start``), done in time order between
+    the shop's own moves, so which orders fall in an outage does not depend on how busy the
+    machine is."""
+
+    def __init__(self, start: float, actions: list[tuple[float, Callable[[], None]]]):
+        self.start = start
+        self.actions = sorted(actions, key=lambda action: action[0])
+
+    def at(self, moment: float) -> None:
+        """Wait until ``moment`` s, doing first whatever the plan has due before it."""
+        while self.actions and self.actions[0][0] <= moment:
+            when, action = self.actions.pop(0)
+            _sleep_until(self.start + when)
+            action()
+        _sleep_until(self.start + moment)
 
 
 # -- the caller's wait ------------------------------------------------------------
@@ -276,15 +304,7 @@ def outage(*, orders: int = 30, rate: float = 10.0, down: tuple[float, float] = 
         service.start()
         consumer.start()
 
-    plan = [(down[0], go_down), (down[1], come_back)]
-
-    def at(moment: float) -> None:
-        """Wait until ``moment`` s, doing first whatever the plan has due before it."""
-        while plan and plan[0][0] <= moment:
-            when, action = plan.pop(0)
-            _sleep_until(start + when)
-            action()
-        _sleep_until(start + moment)
+    at = _Plan(start, [(down[0], go_down), (down[1], come_back)]).at
 
     try:
         service.start()
@@ -575,6 +595,272 @@ def _head(prepared: requests.PreparedRequest) -> str:
     lines = [f"{prepared.method} {url.path} HTTP/1.1", f"Host: {url.netloc}"]
     lines += [f"{name}: {value}" for name, value in prepared.headers.items()]
     return "\r\n".join(lines) + "\r\n\r\n"
+
+
+# -- the same on a real broker: Redis Streams --------------------------------------------
+
+REDIS_QUEUE = "lesson01-orders"
+
+
+def _broker_name(url: str) -> str:
+    """Which broker ran, for the lesson to print (never a password)."""
+    if url == redis_queue.EMBEDDED:
+        return "the embedded broker (fakeredis, in this process)"
+    parts = urlsplit(url)
+    return f"a Redis server at {parts.hostname}:{parts.port or 6379}"
+
+
+@dataclass(frozen=True)
+class RedisOutage:
+    """What :func:`outage_on_redis` measured. Times are seconds since the experiment started."""
+
+    trace: Trace
+    broker: str
+    """Which broker ran: the embedded one, or the server ``LABKIT_REDIS_URL`` names."""
+    sent: tuple[str, ...]
+    """Every order, in the order the shop made them."""
+    in_window: tuple[str, ...]
+    """The orders due while the email side was down."""
+    failed: tuple[str, ...]
+    """Orders whose direct call failed: they never got an email that way."""
+    processed: tuple[str, ...]
+    """Event ids in the order the Redis consumer finished them."""
+    waiting_at_restart: int
+    """Messages the group had not yet been given when the consumer came back."""
+    publish_waits: tuple[float, ...]
+    """How long the shop waited for each ``XADD``."""
+    published_at: dict = field(repr=False)
+    """Event id -> when the shop's send returned."""
+    received_at: dict = field(repr=False)
+    """Event id -> when the consumer first had it."""
+    after: dict = field(repr=False)
+    """The group's counters (:func:`labkit.redis_queue.stats`) once it was all processed."""
+
+
+def outage_on_redis(*, orders: int = 20, rate: float = 20.0,
+                    down: tuple[float, float] = (0.475, 0.975), work: float = 0.02,
+                    url: str | None = None, seed: int = 1) -> RedisOutage:
+    """:func:`outage` with the queue on Redis Streams (:mod:`labkit.redis_queue`).
+
+    The shop sends each order with ``XADD`` to the stream ``lesson01-orders``,
+    then calls the email service directly. From ``down[0]`` to ``down[1]`` s
+    the service and the consumer (group ``emails``) are down. ``url`` picks
+    the broker as :func:`labkit.redis_queue.broker_url` does: by default
+    ``$LABKIT_REDIS_URL``, else the embedded one. The stream is deleted
+    first, so a real server's leftovers from an earlier run do not count.
+    """
+    url = redis_queue.broker_url(url)
+    redis_queue.delete_queue(REDIS_QUEUE, url=url)
+    feed, trace = Feed(seed=seed), Trace()
+    service = DirectService(_email(work), trace=trace)
+    shop_queue = redis_queue.Producer(REDIS_QUEUE, url=url, trace=trace, name="shop")
+    consumer = redis_queue.Consumer(REDIS_QUEUE, "emails", _email(work), url=url, trace=trace,
+                                    name="email-service", block=0.1)
+    sent, failed, publish_waits, published_at, moments = [], [], [], {}, {}
+    start = time.monotonic()
+
+    def go_down() -> None:
+        service.stop()
+        consumer.stop()
+
+    def come_back() -> None:
+        moments["waiting"] = redis_queue.stats(REDIS_QUEUE, "emails", url=url)["waiting"]
+        service.start()
+        consumer.start()
+
+    at = _Plan(start, [(down[0], go_down), (down[1], come_back)]).at
+    try:
+        service.start()
+        consumer.start()
+        with client_session("shop") as shop, \
+                Progress(orders, "orders through an outage, on Redis") as bar:
+            busy_until = 0.0
+            for offset in fixed_rate(rate, count=orders):
+                at(max(offset, busy_until))
+                order = feed.make("order.placed", {"order": 5001 + len(sent)})
+                sent.append(order.id)
+                started = time.monotonic()
+                shop_queue.send(order.to_json())
+                publish_waits.append(time.monotonic() - started)
+                published_at[order.id] = time.monotonic() - start
+                arrived, busy_until = _call_with_retries(
+                    shop, service.url, order, at, max(offset, busy_until), 0, 0.0)
+                if not arrived:
+                    failed.append(order.id)
+                    trace.add("drop", technique="direct", client="shop", event_id=order.id,
+                              detail="the email service is down")
+                bar.advance()
+            at(max(down[1], busy_until))
+            done = consumer.wait_for(orders, timeout=10)
+    finally:
+        consumer.stop()
+        service.stop()
+        shop_queue.close()
+    received_at: dict[str, float] = {}
+    for record in trace.records(kind="event", technique="queue"):
+        received_at.setdefault(record.event_id, record.t - start)
+    window = [i for i, offset in zip(sent, fixed_rate(rate, count=orders))
+              if down[0] <= offset <= down[1]]
+    return RedisOutage(
+        trace=trace, broker=_broker_name(url), sent=tuple(sent), in_window=tuple(window),
+        failed=tuple(failed), processed=tuple(m.event.id for m in done),
+        waiting_at_restart=moments["waiting"], publish_waits=tuple(publish_waits),
+        published_at=published_at, received_at=received_at,
+        after=redis_queue.stats(REDIS_QUEUE, "emails", url=url))
+
+
+@dataclass(frozen=True)
+class FanOut:
+    """What :func:`fan_out` measured."""
+
+    trace: Trace
+    broker: str
+    sent: tuple[int, ...]
+    """Order numbers, in the order the shop sent them."""
+    received: dict
+    """``(group, consumer)`` -> the order numbers that consumer processed, in its order."""
+    after: dict = field(repr=False)
+    """Group -> its counters (:func:`labkit.redis_queue.stats`) at the end."""
+
+    def seen_by(self, group: str) -> list[int]:
+        """Every order number the consumers of ``group`` processed, sorted."""
+        return sorted(n for (g, _), numbers in self.received.items() if g == group
+                      for n in numbers)
+
+    def figure(self):
+        """Messages per consumer, one colour per group: groups each get all, members share."""
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots(figsize=(8, 3.4), layout="constrained")
+        groups = list(dict.fromkeys(g for g, _ in self.received))
+        colours = dict(zip(groups, plt.cm.tab10.colors))
+        keys = list(self.received)
+        bars = ax.bar(range(len(keys)), [len(self.received[k]) for k in keys],
+                      color=[colours[g] for g, _ in keys])
+        ax.bar_label(bars)
+        ax.set_xticks(range(len(keys)), [f"{c}\n(group {g})" for g, c in keys])
+        ax.axhline(len(self.sent), color="0.4", linestyle=":",
+                   label=f"orders sent ({len(self.sent)})")
+        ax.margins(y=0.25)
+        ax.set_title("Who processed how many orders: every group gets all, "
+                     "members of a group share")
+        ax.set_ylabel("orders processed")
+        ax.legend(loc="upper left")
+        return fig
+
+
+def fan_out(*, orders: int = 20, groups: dict[str, int] | None = None, work: float = 0.01,
+            url: str | None = None, seed: int = 1) -> FanOut:
+    """Publish/subscribe and a work queue at once, on Redis Streams.
+
+    ``groups`` maps each consumer group to how many consumers it has
+    (default: ``emails`` with two workers, ``analytics`` with one). Every
+    consumer starts, then the shop sends ``orders`` orders to the stream
+    ``lesson01-orders``; each consumer takes ``work`` seconds per order.
+    Every group reads the whole stream; inside a group, each message goes
+    to one member.
+    """
+    groups = {"emails": 2, "analytics": 1} if groups is None else groups
+    url = redis_queue.broker_url(url)
+    redis_queue.delete_queue(REDIS_QUEUE, url=url)
+    feed, trace = Feed(seed=seed), Trace()
+    received: dict[tuple[str, str], list[int]] = {}
+    changed = threading.Condition()
+
+    def worker(key: tuple[str, str]):
+        async def process(message: Message) -> None:
+            await asyncio.sleep(work)
+            with changed:
+                received[key].append(message.event.payload["order"])
+                changed.notify_all()
+        return process
+
+    consumers = []
+    for group, count in groups.items():
+        for n in range(1, count + 1):
+            key = (group, f"{group}-{n}")
+            received[key] = []
+            consumers.append(redis_queue.Consumer(REDIS_QUEUE, group, worker(key), url=url,
+                                                  trace=trace, name=key[1], block=0.1))
+    numbers = [6001 + n for n in range(orders)]
+    expected = orders * len(groups)
+    try:
+        for consumer in consumers:
+            consumer.start()
+        with redis_queue.Producer(REDIS_QUEUE, url=url, trace=trace, name="shop") as shop:
+            for number in numbers:
+                shop.send(feed.make("order.placed", {"order": number}).to_json())
+        lab.wait_until(changed, lambda: sum(map(len, received.values())) >= expected, 10,
+                       lambda: f"only {sum(map(len, received.values()))} of {expected} "
+                               f"deliveries within 10 s")
+    finally:
+        for consumer in consumers:
+            consumer.stop()
+    return FanOut(trace=trace, broker=_broker_name(url), sent=tuple(numbers),
+                  received={key: tuple(value) for key, value in received.items()},
+                  after={g: redis_queue.stats(REDIS_QUEUE, g, url=url) for g in groups})
+
+
+@dataclass(frozen=True)
+class RedisCrash:
+    """What :func:`crash_on_redis` measured."""
+
+    trace: Trace
+    broker: str
+    crashed: int
+    """The order the first consumer held when it crashed."""
+    processed: dict
+    """Order number -> (the consumer that finished it, on which attempt)."""
+    redelivered_after: float
+    """Seconds from the crash to the message being claimed again."""
+    after: dict = field(repr=False)
+    """The group's counters at the end."""
+
+
+def crash_on_redis(*, orders: int = 3, crash: int = 2, claim_after: float = 0.3,
+                   url: str | None = None, seed: int = 1) -> RedisCrash:
+    """A consumer crashes while it holds the ``crash``-th order; a second one claims it.
+
+    ``email-1`` processes orders until it holds the ``crash``-th, then dies
+    (stopped with ``timeout=0``: no acknowledgement). The message stays
+    pending on it. ``email-2`` joins the group and, once the message has been
+    idle for ``claim_after`` seconds, claims it (``XAUTOCLAIM``) and gets it
+    with ``attempts`` 2.
+    """
+    url = redis_queue.broker_url(url)
+    redis_queue.delete_queue(REDIS_QUEUE, url=url)
+    feed, trace = Feed(seed=seed), Trace()
+    numbers = [7001 + n for n in range(orders)]
+    holding = threading.Event()
+
+    async def hangs(message: Message) -> None:
+        if message.event.payload["order"] == numbers[crash - 1]:
+            holding.set()
+            await asyncio.sleep(60)  # "crashes" here: it is cut off while it waits
+
+    first = redis_queue.Consumer(REDIS_QUEUE, "emails", hangs, url=url, trace=trace,
+                                 name="email-1", claim_after=claim_after, block=0.1)
+    second = redis_queue.Consumer(REDIS_QUEUE, "emails", _email(0.01), url=url, trace=trace,
+                                  name="email-2", claim_after=claim_after, block=0.1)
+    try:
+        with redis_queue.Producer(REDIS_QUEUE, url=url, trace=trace, name="shop") as shop:
+            for number in numbers:
+                shop.send(feed.make("order.placed", {"order": number}).to_json())
+        first.start()
+        if not holding.wait(5):
+            raise WaitTimeout(f"email-1 never got order {numbers[crash - 1]} within 5 s")
+        first.stop(timeout=0)
+        crashed_at = time.monotonic()
+        second.start()
+        second.wait_for(orders - crash + 1, timeout=5 + claim_after)
+    finally:
+        first.stop(timeout=0)
+        second.stop()
+    processed = {m.event.payload["order"]: (c.name, m.attempts)
+                 for c in (first, second) for m in c.processed}
+    return RedisCrash(trace=trace, broker=_broker_name(url), crashed=numbers[crash - 1],
+                      processed=processed,
+                      redelivered_after=trace.records(kind="retry")[0].t - crashed_at,
+                      after=redis_queue.stats(REDIS_QUEUE, "emails", url=url))
 
 
 # -- the closing table --------------------------------------------------------------------
