@@ -32,14 +32,18 @@ and its peak memory. The machine is shared, so
 the load average and the CPU time other processes used during each
 measurement ("others", in cores) are printed with it.
 
-``--overhead`` then measures what the kit's bookkeeping adds to one exchange:
-the plain handler served bare, and the same handler served by
-:func:`labkit.lab.serve` (the wire layer counts it and writes its ``request``
-and ``response`` records) calling :meth:`~labkit.trace.Trace.delivered` for
-each accepted delivery, as a technique does. One sender, so the difference of
-the two p50 latencies is the time the bookkeeping adds to an exchange; the
-in-process cost of the three trace calls alone is timed too. ``--profile``
-runs each receiver once more under cProfile and says where the time goes.
+``--overhead`` then measures what the kit's bookkeeping adds to one exchange.
+One process, pinned like the others, serves the plain handler three ways on
+the lab loop: ``bare`` (tornado's own HTTP server), ``wired`` (through
+:func:`labkit.lab.serve`: the wire layer counts the exchange and writes its
+``request`` and ``response`` records) and ``traced`` (the same, and the
+handler calls :meth:`~labkit.trace.Trace.delivered`, as a technique does for
+each event that reaches it). One sender sends batches of 250 requests to
+each in turn (10 batches per round), so the machine's changing load falls on
+all three alike; the medians over batches of the p50 differences are the
+time the wire layer and the trace add to an exchange. The in-process cost of
+the three trace calls alone is timed too. ``--profile`` runs each receiver
+once more under cProfile and says where the time goes.
 
 Loopback only. Exit status: 0 if every status was right, 1 if any was wrong, 2
 if the run exceeded ``--timeout``. The targets are reported, not enforced.
@@ -329,25 +333,43 @@ def run_plain(conn, core: int | None, profile: bool) -> None:
     asyncio.run(main())
 
 
-def run_traced(conn, core: int | None, profile: bool) -> None:
-    """Serve the plain handler through ``lab.serve`` (traced) until told to stop."""
+def run_pair(conn, core: int | None) -> None:
+    """Serve the plain handler three ways on one lab loop, for ``--overhead``.
+
+    ``bare``: tornado's own HTTP server, nothing of the kit's; ``wired``:
+    through :func:`labkit.lab.serve`, so the wire layer counts each exchange
+    and writes its request and response records; ``traced``: the same, and
+    the handler calls :meth:`~labkit.trace.Trace.delivered` as a technique
+    does for each event that reaches it.
+    """
     pin(core)
-    pauses = PauseLog()
+    import tornado.httpserver
+    import tornado.netutil
+    import tornado.web
+
     from labkit import lab
     from labkit.trace import Trace
 
     counts = {"accepted": 0, "refused": 0}
     trace = Trace()
-    server = lab.serve([("/webhook", plain_handler(counts, trace))], technique="webhook",
+    app = tornado.web.Application([("/webhook", plain_handler(counts))],
+                                  log_function=lambda handler: None)
+    sockets = tornado.netutil.bind_sockets(0, address=HOST)
+    bare = lab.run(lambda: tornado.httpserver.HTTPServer(app))
+    lab.run(lambda: bare.add_sockets(sockets))
+    wired = lab.serve([("/webhook", plain_handler(counts))], technique="webhook", trace=trace)
+    traced = lab.serve([("/webhook", plain_handler(counts, trace))], technique="webhook",
                        trace=trace)
-    conn.send(server.port)
+    conn.send({"bare": sockets[0].getsockname()[1], "wired": wired.port, "traced": traced.port})
     conn.recv()                           # "stop"
-    report = {**counts, "trace records": len(trace), **pauses.report()}
-    server.stop()
+    report = {**counts, "trace records": len(trace)}
+    wired.stop()
+    traced.stop()
+    lab.run(bare.stop)
     conn.send(report)
 
 
-RECEIVERS = {"labkit": run_labkit, "plain": run_plain, "traced": run_traced}
+RECEIVERS = {"labkit": run_labkit, "plain": run_plain}
 
 
 # -- the load -------------------------------------------------------------------------------
@@ -583,26 +605,80 @@ def trace_call_cost(repeat: int = 20_000) -> float:
     return statistics.median(samples)
 
 
-def overhead(args, bodies, cores, deadline: float) -> tuple[int, float]:
-    """Part 2: p50 latency of one sender, the plain handler bare and traced."""
+OVERHEAD_BATCH = 250
+"""Requests per batch in ``--overhead``; the three servers take turns, batch by batch."""
+
+
+def overhead(args, bodies, cores, deadline: float) -> int:
+    """Part 2: what the wire layer and the trace add to one exchange's latency (1 sender)."""
+    sides = ("bare", "wired", "traced")
+    batches = 10 * args.rounds
     print()
-    print("what the kit's bookkeeping adds to one exchange: the plain handler bare, and served by "
-          "lab.serve\n(wire counts it, writes request/response records) calling Trace.delivered; "
-          "1 sender")
-    results, failures = compare(("plain", "traced"), args, bodies, 1, cores, deadline,
-                                args.rounds)
-    plain, traced = median_of(results["plain"], "p50"), median_of(results["traced"], "p50")
-    added = traced - plain
-    rounds = [(t["p50"] - p["p50"]) * 1e6 for p, t in zip(results["plain"], results["traced"])]
-    print(f"p50 latency, medians: plain {plain * 1e3:.3f} ms, traced {traced * 1e3:.3f} ms; "
-          f"added per exchange {added * 1e6:.0f} us (rounds: "
-          + ", ".join(f"{r:.0f}" for r in rounds) + " us)")
+    print(f"what the kit's bookkeeping adds to one exchange: the plain handler served bare, "
+          f"wired (lab.serve:\nwire counts it, writes request/response records) and traced "
+          f"(also Trace.delivered); one process,\n1 sender, {batches} batches of "
+          f"{OVERHEAD_BATCH} requests per server, taking turns")
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe()
+    process = context.Process(target=run_pair, args=(child, cores[0]), daemon=True)
+    process.start()
+    latencies: dict[str, list[float]] = {side: [] for side in sides}
+    batch_p50: dict[str, list[float]] = {side: [] for side in sides}
+    cpu = dict.fromkeys(sides, 0.0)
+    wrong = 0
+    try:
+        if not parent.poll(max(0.0, min(30.0, deadline - time.monotonic()))):
+            raise Timeout("the overhead servers did not start in time")
+        ports = parent.recv()
+        raw = {side: make_requests(bodies[:OVERHEAD_BATCH], ports[side], 10**9)[0]
+               for side in sides}
+        for side in sides:                # warm up: connections, caches
+            asyncio.run(send_all(ports[side], raw[side][:WARMUP], 1))
+        others = OthersMeter([os.getpid(), process.pid])
+        for batch in range(batches):
+            for side in sides[batch % 3:] + sides[:batch % 3]:
+                if time.monotonic() > deadline:
+                    raise Timeout("out of time measuring the overhead")
+                used = cpu_seconds(process.pid)
+                statuses, taken = asyncio.run(send_all(ports[side], raw[side], 1))
+                cpu[side] += cpu_seconds(process.pid) - used
+                wrong += sum(1 for status in statuses if status != 200)
+                latencies[side] += taken
+                batch_p50[side].append(nearest_rank(sorted(taken), 50))
+        others_cores = others.cores()
+        parent.send("stop")
+        if parent.poll(30):
+            parent.recv()
+    finally:
+        process.join(5)
+        if process.is_alive():
+            process.terminate()
+            process.join(5)
+
+    requests_ = batches * OVERHEAD_BATCH
+    p50 = {side: nearest_rank(sorted(latencies[side]), 50) for side in sides}
+    print(f"{'server':<7} {'p50 ms':>7} {'p99 ms':>7} {'cpu us':>7}")
+    for side in sides:
+        print(f"{side:<7} {p50[side] * 1e3:>7.3f} "
+              f"{nearest_rank(sorted(latencies[side]), 99) * 1e3:>7.3f} "
+              f"{cpu[side] / requests_ * 1e6:>7.0f}")
+
+    def added(side: str, base: str) -> float:
+        """Median over batches of the p50 difference, batch by batch (seconds)."""
+        return statistics.median(a - b for a, b in zip(batch_p50[side], batch_p50[base]))
+
+    wire, delivered = added("wired", "bare"), added("traced", "wired")
+    total = added("traced", "bare")
+    print(f"added per exchange (median over batches of the p50 difference): wire {wire * 1e6:.0f} "
+          f"us, Trace.delivered {delivered * 1e6:.0f} us, together {total * 1e6:.0f} us; server "
+          f"CPU {(cpu['traced'] - cpu['bare']) / requests_ * 1e6:.0f} us; others "
+          f"{others_cores:.2f} cores")
     cost = trace_call_cost()
     print(f"in process, Trace.add x2 + Trace.delivered: {cost:.1f} us per exchange")
-    print(f"share of a 1 ms latency (the smallest a lesson reports is about 1.6 ms): "
-          f"{added / 1e-3:.1%} measured over loopback, {cost * 1e-6 / 1e-3:.1%} for the trace "
+    print(f"share of a 1 ms latency (lessons report p50s of 1.6 ms and more): "
+          f"{total / 1e-3:.1%} measured over loopback, {cost * 1e-6 / 1e-3:.1%} for the trace "
           f"calls alone (target: under 5 %)")
-    return failures, added
+    return wrong
 
 
 def profile_both(args, bodies, cores, deadline: float) -> int:
@@ -644,7 +720,7 @@ def main(argv=None) -> int:
     import tornado
     print(f"receiver throughput: {args.deliveries} deliveries of ~{args.size} B per measurement "
           f"(+{WARMUP} warm-up), 1 in {args.forged_every} forged, senders "
-          f"{', '.join(map(str, args.senders))}, {args.rounds} rounds")
+          f"{', '.join(map(str, args.senders)) or 'none'}, {args.rounds} rounds")
     print(f"python {platform.python_version()}, tornado {tornado.version}, {os.cpu_count()} "
           f"CPUs; {cores[2]}; load average {load_average()}")
     print("others = CPU time used by other processes during the measurement, in cores")
@@ -660,7 +736,7 @@ def main(argv=None) -> int:
         if table:
             summarize(table)
         if args.overhead:
-            failures += overhead(args, bodies, cores, deadline)[0]
+            failures += overhead(args, bodies, cores, deadline)
         if args.profile:
             failures += profile_both(args, bodies, cores, deadline)
     except Timeout as exc:

@@ -33,8 +33,8 @@ strings and numbers, in :class:`Rows`, so that Python's cyclic garbage
 collector never walks them. A collector that had to visit every record would
 stop the server for longer the more it has recorded, and that pause would
 show up in the very latencies a lesson measures (``bench/gc_pauses.py``:
-100,000 records as named tuples added about 40 ms to every full collection;
-kept this way they add nothing measurable). Readers rebuild the
+100,000 records as named tuples added about 30 ms of CPU to every full
+collection; kept this way they add nothing measurable). Readers rebuild the
 :class:`Record` objects they return, with the very values that were added.
 
 Thread-safety: :meth:`add` and every reader take one lock, so the lab loop's
