@@ -1,8 +1,12 @@
 """Fixtures shared by several test modules."""
 
+import asyncio
+import logging
 import os
 
 import pytest
+
+from labkit import lab
 
 TEST_REDIS_URL = "LABKIT_TEST_REDIS_URL"
 """Where a real Redis server for the tests listens (.ci/redis.sh starts one and sets it)."""
@@ -28,3 +32,19 @@ def redis_url(request):
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
+
+
+@pytest.fixture
+def nothing_goes_wrong_quietly(caplog):
+    """Fail the test if anything reached the lab loop's exception handler or a log at
+    WARNING or above: background errors must never pass unseen. Modules that serve
+    long-lived connections use it for every test (``pytestmark``)."""
+    loop = lab.run(asyncio.get_running_loop)
+    previous = loop.get_exception_handler()
+    seen = []
+    loop.set_exception_handler(lambda _loop, context: seen.append(context))
+    yield
+    loop.set_exception_handler(previous)
+    assert seen == []
+    errors = [r for r in caplog.get_records("call") if r.levelno >= logging.WARNING]
+    assert errors == [], [r.getMessage() for r in errors]

@@ -1,6 +1,7 @@
 """Small helpers several test modules share."""
 
 import socket
+import time
 
 
 def raw_http(port: int, data: bytes, timeout: float = 5.0) -> bytes:
@@ -21,3 +22,12 @@ def raw_http(port: int, data: bytes, timeout: float = 5.0) -> bytes:
         except (socket.timeout, ConnectionResetError):
             pass
         return b"".join(chunks)
+
+
+def settle(check, what: str, seconds: float = 5.0) -> None:
+    """Wait (bounded) until ``check()`` holds; fail saying ``what`` did not happen."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {seconds} s")
+        time.sleep(0.005)

@@ -1,9 +1,7 @@
 """Polling and long polling over real loopback sockets: the endpoint, its refusals, the clients."""
 
-import asyncio
 import concurrent.futures
 import json
-import logging
 import socket
 import time
 
@@ -17,30 +15,10 @@ from labkit.push.polling import (MAX_HOLD, LongPollingClient, LongPollingServer,
                                  PollingServer, serve_long_polling, serve_polling)
 from labkit.wire import LEFT_EARLY
 
-from helpers import raw_http
+from helpers import raw_http, settle
 
 
-@pytest.fixture(autouse=True)
-def nothing_goes_wrong_quietly(caplog):
-    """No test may leave an exception in the lab loop's handler or a warning in a log."""
-    loop = lab.run(asyncio.get_running_loop)
-    previous = loop.get_exception_handler()
-    seen = []
-    loop.set_exception_handler(lambda _loop, context: seen.append(context))
-    yield
-    loop.set_exception_handler(previous)
-    assert seen == []
-    errors = [r for r in caplog.get_records("call") if r.levelno >= logging.WARNING]
-    assert errors == [], [r.getMessage() for r in errors]
-
-
-def settle(check, what, seconds=5.0):
-    """Wait (bounded) until ``check()`` holds."""
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {seconds} s")
-        time.sleep(0.005)
+pytestmark = pytest.mark.usefixtures("nothing_goes_wrong_quietly")
 
 
 def held_poll(port, query="after=0&wait=10"):

@@ -9,7 +9,6 @@ two *server processes* with subprocess: only a real server can be shared between
 import asyncio
 import contextlib
 import json
-import logging
 import os
 import socket
 import threading
@@ -36,18 +35,7 @@ real = pytest.mark.parametrize("redis_url", ["real"], indirect=True)
 """Only against the real server (two processes cannot share the embedded broker)."""
 
 
-@pytest.fixture(autouse=True)
-def nothing_goes_wrong_quietly(caplog):
-    """No test may leave an exception in the lab loop's handler or tornado's error log."""
-    loop = lab.run(asyncio.get_running_loop)
-    previous = loop.get_exception_handler()
-    seen = []
-    loop.set_exception_handler(lambda _loop, context: seen.append(context))
-    yield
-    loop.set_exception_handler(previous)
-    assert seen == []
-    errors = [r for r in caplog.get_records("call") if r.levelno >= logging.WARNING]
-    assert errors == [], [r.getMessage() for r in errors]
+pytestmark = pytest.mark.usefixtures("nothing_goes_wrong_quietly")
 
 
 @pytest.fixture

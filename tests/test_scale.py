@@ -1,7 +1,5 @@
 """Clients at scale over real loopback sockets: run_clients and scaling for every technique."""
 
-import asyncio
-import logging
 import math
 from pathlib import Path
 
@@ -15,19 +13,7 @@ COUNTED = Path("/proc/net/tcp").exists()
 """Whether this machine lets run_clients count TCP connections."""
 
 
-@pytest.fixture(autouse=True)
-def nothing_goes_wrong_quietly(caplog):
-    """No test may leave an exception in the lab loop's handler or a warning in a log."""
-    loop = lab.run(asyncio.get_running_loop)
-    previous = loop.get_exception_handler()
-    seen = []
-    loop.set_exception_handler(lambda _loop, context: seen.append(context))
-    yield
-    loop.set_exception_handler(previous)
-    assert seen == []
-    errors = [r for r in caplog.get_records("call") if r.levelno >= logging.WARNING]
-    assert errors == [], [r.getMessage() for r in errors]
-    assert lab.running_servers() == []
+pytestmark = pytest.mark.usefixtures("nothing_goes_wrong_quietly")
 
 
 @pytest.mark.parametrize("technique", sorted(SETUPS))

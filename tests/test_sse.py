@@ -1,8 +1,6 @@
 """Server-Sent Events over real loopback sockets: SSEStream serving a Hub, SSEClient reading it."""
 
-import asyncio
 import json
-import logging
 import socket
 import time
 
@@ -18,30 +16,10 @@ from labkit.push.sse import SSEClient, SSEStream, encode_item, serve_sse
 from labkit.push.sse_protocol import EventStreamError, MessageEvent, parse
 from labkit.wire import STREAM_CUT
 
-from helpers import raw_http
+from helpers import raw_http, settle
 
 
-@pytest.fixture(autouse=True)
-def nothing_goes_wrong_quietly(caplog):
-    """No test may leave an exception in the lab loop's handler or tornado's error log."""
-    loop = lab.run(asyncio.get_running_loop)
-    previous = loop.get_exception_handler()
-    seen = []
-    loop.set_exception_handler(lambda _loop, context: seen.append(context))
-    yield
-    loop.set_exception_handler(previous)
-    assert seen == []
-    errors = [r for r in caplog.get_records("call") if r.levelno >= logging.WARNING]
-    assert errors == [], [r.getMessage() for r in errors]
-
-
-def settle(check, what, seconds=5.0):
-    """Wait (bounded) until ``check()`` holds."""
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {seconds} s")
-        time.sleep(0.005)
+pytestmark = pytest.mark.usefixtures("nothing_goes_wrong_quietly")
 
 
 def ids(messages):

@@ -1,8 +1,6 @@
 """WebSockets over real loopback sockets: WebSocketServer on a Hub, WebSocketClient, raw frames."""
 
-import asyncio
 import json
-import logging
 import socket
 import struct
 import time
@@ -20,7 +18,7 @@ from labkit.push import clients as clients_module
 from labkit.push.websocket import (WebSocketClient, WebSocketServer, frame_size,
                                    serve_websocket, text_frame)
 
-from helpers import raw_http
+from helpers import raw_http, settle
 
 RFC_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 """The Sec-WebSocket-Key of RFC 6455 section 1.3 ..."""
@@ -30,27 +28,7 @@ RFC_MASKED_HELLO = bytes([0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 
 """RFC 6455 section 5.7: a single-frame masked text message containing "Hello"."""
 
 
-@pytest.fixture(autouse=True)
-def nothing_goes_wrong_quietly(caplog):
-    """No test may leave an exception in the lab loop's handler or a warning in a log."""
-    loop = lab.run(asyncio.get_running_loop)
-    previous = loop.get_exception_handler()
-    seen = []
-    loop.set_exception_handler(lambda _loop, context: seen.append(context))
-    yield
-    loop.set_exception_handler(previous)
-    assert seen == []
-    errors = [r for r in caplog.get_records("call") if r.levelno >= logging.WARNING]
-    assert errors == [], [r.getMessage() for r in errors]
-
-
-def settle(check, what, seconds=5.0):
-    """Wait (bounded) until ``check()`` holds."""
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {seconds} s")
-        time.sleep(0.005)
+pytestmark = pytest.mark.usefixtures("nothing_goes_wrong_quietly")
 
 
 def masked(opcode, payload, mask=b"\x37\xfa\x21\x3d"):
