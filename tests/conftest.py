@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from helpers import needs
 from labkit import lab
 
 TEST_REDIS_URL = "LABKIT_TEST_REDIS_URL"
@@ -27,11 +28,8 @@ def redis_url(request):
     url = os.environ.get(TEST_REDIS_URL, "").strip()
     if url:
         return url
-    message = (f"{TEST_REDIS_URL} is not set: run the tests through .ci/redis.sh, which "
-               f"starts a redis-server, or point it at a running one")
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
+    needs(f"{TEST_REDIS_URL} is not set: run the tests with make test, which starts a "
+          f"redis-server when one is installed (scripts/with-redis.sh), or point it at one")
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ once on the real server at ``$LABKIT_TEST_REDIS_URL`` over loopback.
 """
 
 import asyncio
-import os
 import random
 import re
 import shutil
@@ -17,6 +16,8 @@ import time
 import uuid
 
 import pytest
+
+from helpers import needs
 import redis.connection
 
 from labkit import Feed, Trace, lab
@@ -67,13 +68,6 @@ def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def missing(message):
-    """Skip on a developer's machine, fail in CI: CI must never pass without it."""
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 # -- the normal path -------------------------------------------------------------
@@ -373,7 +367,7 @@ def restartable(request, tmp_path):
         server.connected = True
         return
     if shutil.which("redis-server") is None:
-        missing("redis-server is not installed (apt-get install redis-server)")
+        needs("redis-server is not installed (apt-get install redis-server)")
     server = RedisProcess(tmp_path)
     server.start()
     try:

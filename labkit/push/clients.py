@@ -42,6 +42,7 @@ runs on the lab loop.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import json
 import math
@@ -101,7 +102,7 @@ def _cursor(after: Any) -> int | None:
                       f"to start from now, got {after!r}")
 
 
-class HubClient:
+class HubClient(abc.ABC):
     """The life every client of a hub shares; subclasses write ``_run`` (see the module).
 
     ``name`` names the client in the trace; ``trace`` is where feed events
@@ -148,9 +149,9 @@ class HubClient:
         return self._task is not None and not self._task.done()
 
     @property
+    @abc.abstractmethod
     def ready(self) -> bool:
         """True once the client is talking to the server (see each subclass)."""
-        raise NotImplementedError
 
     def start(self) -> HubClient:
         """Start on the lab loop and return at once (from a cell, a script or the lab loop)."""
@@ -237,13 +238,13 @@ class HubClient:
             with self._changed:
                 self._changed.notify_all()
 
+    @abc.abstractmethod
     async def _run(self) -> None:
         """Talk to the server until ``_stopping`` is set or ``failure`` is."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _interrupt(self) -> None:
         """Cut the connection now (a held request, an open socket): the client is stopping."""
-        raise NotImplementedError
 
     def _closed(self) -> None:
         """Release what the client holds once ``_run`` has ended."""
