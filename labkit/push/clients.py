@@ -12,11 +12,14 @@ Two things are the same whichever way a client learns of hub items:
   ``data`` is the feed event's dict (:meth:`labkit.feed.Event.to_dict`), or
   whatever else was published, as JSON.
 
-* **A client's life on the lab loop** (:class:`HubClient`): ``start()`` from
-  a cell, a coroutine that talks to the server until ``stop()``, a cursor
-  that only moves forward, every item received kept in ``received``, and a
-  ``trace.delivered`` record (with its latency) for each feed event that
-  arrives, under the client's ``name`` and ``technique``.
+* **A client's life on the lab loop** (:class:`LoopClient`, which the SSE
+  client shares too): ``start()`` from a cell, a coroutine that talks to the
+  server until ``stop()`` (bounded: cancelled if it does not end in time),
+  ``failure`` once it stops for good; and for hub clients
+  (:class:`HubClient`) a cursor that only moves forward, every item received
+  kept in ``received``, and a ``trace.delivered`` record (with its latency)
+  for each feed event that arrives, under the client's ``name`` and
+  ``technique``.
 
 =====================  ===============================================================
 client                 how it asks
@@ -56,7 +59,7 @@ from labkit.feed import Event
 from labkit.hub import Item
 from labkit.trace import Trace
 
-__all__ = ["Received", "HubClient", "encode_item", "decode_data", "error_text"]
+__all__ = ["Received", "LoopClient", "HubClient", "encode_item", "decode_data", "error_text"]
 
 
 def encode_item(item: Item) -> bytes:
@@ -102,47 +105,29 @@ def _cursor(after: Any) -> int | None:
                       f"to start from now, got {after!r}")
 
 
-class HubClient(abc.ABC):
-    """The life every client of a hub shares; subclasses write ``_run`` (see the module).
+class LoopClient(abc.ABC):
+    """A client that lives on the lab loop and is started and stopped from a cell.
 
-    ``name`` names the client in the trace; ``trace`` is where feed events
-    are recorded as delivered (None: not recorded); ``after`` is the
-    starting cursor (None: only what is published from now on, 0: everything
-    the server still keeps).
+    Subclasses write ``_run`` (talk to the server until ``_stopping`` is set
+    or ``failure`` is), ``_interrupt`` (cut the connection now) and
+    ``ready``; this class owns the task, the stop signal and the bounded stop.
+    ``name`` names the client in the trace; ``trace`` is where it records
+    what it receives (None: nothing is recorded).
     """
 
     technique = "http"
 
-    def __init__(self, url: str, *, name: str, trace: Trace | None, after: int | None):
+    def __init__(self, url: str, *, name: str, trace: Trace | None):
         if not isinstance(name, str) or not name or not name.isprintable():
             raise LabkitError(f"a client's name is a non-empty printable string, got {name!r}")
         self.url = url
         self.name = name
         self.trace = trace
-        self._cursor = _cursor(after)
         self._changed = threading.Condition()
-        self._received: list[Received] = []
-        self.delivered = 0
-        """How many feed events reached this client (each recorded in the trace)."""
-        self.errors: list[str] = []
-        """What went wrong, in order (each also a ``retry`` record in the trace)."""
         self.failure: str | None = None
         """Why the client stopped for good (a refusal it cannot fix by retrying), or None."""
         self._task: asyncio.Task | None = None
         self._stopping: asyncio.Event | None = None
-
-    # -- from a cell --------------------------------------------------------------
-
-    @property
-    def cursor(self) -> int | None:
-        """The id of the last item received (None until the server has said where it is)."""
-        return self._cursor
-
-    @property
-    def received(self) -> list[Received]:
-        """A snapshot of every item received, oldest first."""
-        with self._changed:
-            return list(self._received)
 
     @property
     def running(self) -> bool:
@@ -153,7 +138,7 @@ class HubClient(abc.ABC):
     def ready(self) -> bool:
         """True once the client is talking to the server (see each subclass)."""
 
-    def start(self) -> HubClient:
+    def start(self) -> LoopClient:
         """Start on the lab loop and return at once (from a cell, a script or the lab loop)."""
         if lab.in_lab_thread():
             self._start()
@@ -163,7 +148,8 @@ class HubClient(abc.ABC):
 
     def _start(self) -> None:
         if self.running:
-            raise LabkitError(f"client {self.name!r} is already running: stop() it first")
+            raise LabkitError(f"{type(self).__name__} {self.name!r} is already running: "
+                              f"stop() it first")
         self.failure = None
         self._stopping = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._main())
@@ -182,6 +168,73 @@ class HubClient(abc.ABC):
         if not done:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+
+    def _fail(self, why: str) -> None:
+        """Stop for good, saying why (a waiter in a cell wakes and raises it)."""
+        with self._changed:
+            self.failure = why
+            self._changed.notify_all()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else f"stopped ({self.failure})" if self.failure \
+            else "stopped"
+        return f"<{type(self).__name__} {self.name} of {self.url} {state}, {self._tally()}>"
+
+    @abc.abstractmethod
+    def _tally(self) -> str:
+        """What it has received so far, for ``repr``."""
+
+    # -- on the lab loop -----------------------------------------------------------
+
+    async def _main(self) -> None:
+        try:
+            await self._run()
+        finally:
+            self._closed()
+            with self._changed:
+                self._changed.notify_all()
+
+    @abc.abstractmethod
+    async def _run(self) -> None:
+        """Talk to the server until ``_stopping`` is set or ``failure`` is."""
+
+    @abc.abstractmethod
+    def _interrupt(self) -> None:
+        """Cut the connection now (a held request, an open socket): the client is stopping."""
+
+    def _closed(self) -> None:
+        """Release what the client holds once ``_run`` has ended."""
+
+
+class HubClient(LoopClient):
+    """A client of a hub's items (see the module); subclasses write ``_run``.
+
+    ``after`` is the starting cursor (None: only what is published from now
+    on, 0: everything the server still keeps).
+    """
+
+    def __init__(self, url: str, *, name: str, trace: Trace | None, after: int | None):
+        super().__init__(url, name=name, trace=trace)
+        self._cursor = _cursor(after)
+        self._received: list[Received] = []
+        self.delivered = 0
+        """How many feed events reached this client (each recorded in the trace)."""
+        self.errors: list[str] = []
+        """What went wrong, in order (each also a ``retry`` record in the trace)."""
+
+    @property
+    def cursor(self) -> int | None:
+        """The id of the last item received (None until the server has said where it is)."""
+        return self._cursor
+
+    @property
+    def received(self) -> list[Received]:
+        """A snapshot of every item received, oldest first."""
+        with self._changed:
+            return list(self._received)
 
     def wait_for(self, count: int, timeout: float = 5.0) -> list[Received]:
         """Block until ``count`` items have arrived; return them all.
@@ -219,35 +272,10 @@ class HubClient(abc.ABC):
             raise LabkitError(f"client {self.name!r} stopped for good: {self.failure}")
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        state = "running" if self.running else f"stopped ({self.failure})" if self.failure \
-            else "stopped"
-        return (f"<{type(self).__name__} {self.name} of {self.url} {state}, "
-                f"{len(self._received)} items, cursor {self._cursor}>")
+    def _tally(self) -> str:
+        return f"{len(self._received)} items, cursor {self._cursor}"
 
     # -- on the lab loop -----------------------------------------------------------
-
-    async def _main(self) -> None:
-        try:
-            await self._run()
-        finally:
-            self._closed()
-            with self._changed:
-                self._changed.notify_all()
-
-    @abc.abstractmethod
-    async def _run(self) -> None:
-        """Talk to the server until ``_stopping`` is set or ``failure`` is."""
-
-    @abc.abstractmethod
-    def _interrupt(self) -> None:
-        """Cut the connection now (a held request, an open socket): the client is stopping."""
-
-    def _closed(self) -> None:
-        """Release what the client holds once ``_run`` has ended."""
 
     def _take(self, items: list, *, bytes: int = 0) -> int:
         """Keep the items newer than the cursor, record feed events, move the cursor.
@@ -295,11 +323,6 @@ class HubClient(abc.ABC):
         if self.trace is not None:
             self.trace.add("retry", technique=self.technique, client=self.name,
                            detail=f"{why}: trying again in {after:.3g} s")
-
-    def _fail(self, why: str) -> None:
-        with self._changed:
-            self.failure = why
-            self._changed.notify_all()
 
     async def _pause(self, seconds: float) -> bool:
         """Wait ``seconds`` (real time), or less if stopped; True if the client is stopping."""

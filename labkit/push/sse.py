@@ -109,7 +109,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import threading
 import time
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
@@ -124,6 +123,7 @@ from labkit.endpoints import NotFound, write_answer
 from labkit.errors import CursorError, HubClosedError, LabkitError, RejectedError
 from labkit.feed import Event
 from labkit.hub import Hub, Item
+from labkit.push.clients import LoopClient
 from labkit.push.sse_protocol import (MIME_TYPE, EventStreamError, EventStreamParser,
                                       MessageEvent, comment, format_event, is_event_stream)
 from labkit.trace import Trace
@@ -601,7 +601,7 @@ _PARAMS = HTTP1ConnectionParameters(no_keep_alive=True, max_body_size=2 ** 62)
 """A stream is one endless body: no limit on its size (the parser keeps only one event)."""
 
 
-class SSEClient:
+class SSEClient(LoopClient):
     """An ``EventSource`` on the lab loop: connect, read events, reconnect, resume.
 
     ``url``: the stream's URL (``server.endpoint_url``). ``name`` names the
@@ -627,9 +627,7 @@ class SSEClient:
                 math.isfinite(reconnection_time) and reconnection_time >= 0):
             raise EventStreamError(f"reconnection_time is a number of seconds >= 0, "
                                    f"got {reconnection_time!r}")
-        self.url = url
-        self.name = name
-        self.trace = trace
+        super().__init__(url, name=name, trace=trace)
         self.technique = technique
         self.reconnection_time = float(reconnection_time)
         """Seconds before a reconnection; the server's ``retry:`` (ms) replaces it."""
@@ -637,16 +635,11 @@ class SSEClient:
         self._netloc = parts.netloc
         self._target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self._parser = EventStreamParser(last_event_id)
-        self._changed = threading.Condition()
         self._events: list[MessageEvent] = []
         self.opened: list[float] = []
         """When each stream opened (``time.monotonic()``, a 200 with the right type)."""
         self.ended: list[str] = []
         """Why each connection ended, or could not be made, in order."""
-        self.failure: str | None = None
-        """Why the client stopped for good (a status or content type that fails it)."""
-        self._task: asyncio.Task | None = None
-        self._stopping: asyncio.Event | None = None
         self._stream: IOStream | None = None
 
     @property
@@ -661,36 +654,9 @@ class SSEClient:
             return list(self._events)
 
     @property
-    def running(self) -> bool:
-        return self._task is not None and not self._task.done()
-
-    def start(self) -> SSEClient:
-        """Start reading on the lab loop and return at once."""
-        lab.run(self._start)
-        return self
-
-    def _start(self) -> None:
-        if self.running:
-            raise LabkitError(f"SSE client {self.name!r} is already running: stop() it first")
-        self.failure = None
-        self._stopping = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Close the connection and stop reconnecting, from a cell or a script."""
-        lab.run(self.astop(timeout))
-
-    async def astop(self, timeout: float = 5.0) -> None:
-        """:meth:`stop` for code on the lab loop."""
-        if not self.running:
-            return
-        self._stopping.set()
-        if self._stream is not None:
-            self._stream.close()
-        done, _ = await asyncio.wait([self._task], timeout=timeout)
-        if not done:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+    def ready(self) -> bool:
+        """True once a stream is open (events published from then on reach it)."""
+        return bool(self.opened)
 
     def wait_open(self, count: int = 1, timeout: float = 5.0) -> None:
         """Block until ``count`` streams have opened in all (1: it is listening now).
@@ -792,10 +758,9 @@ class SSEClient:
             self.opened.append(time.monotonic())
             self._changed.notify_all()
 
-    def _fail(self, why: str) -> None:
-        with self._changed:
-            self.failure = why
-            self._changed.notify_all()
+    def _interrupt(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
 
     def _receive(self, chunk: bytes) -> None:
         for message in self._parser.feed(chunk):
@@ -819,13 +784,8 @@ class SSEClient:
             raise
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        state = "running" if self.running else f"stopped ({self.failure})" if self.failure \
-            else "stopped"
-        return f"<SSEClient {self.name} of {self.url} {state}, {len(self._events)} events>"
+    def _tally(self) -> str:
+        return f"{len(self._events)} events"
 
 
 def _feed_event(data: str) -> Event | None:
