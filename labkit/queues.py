@@ -104,7 +104,7 @@ from labkit.hub import Hub
 from labkit.trace import Trace
 from labkit.wire import CLIENT_HEADER, annotate, client_of
 
-__all__ = ["Broker", "Consumer", "DirectService", "Message", "Snapshot", "serve_broker",
+__all__ = ["Broker", "Consumer", "ConsumerBase", "DirectService", "Message", "Snapshot", "serve_broker",
            "running_consumers", "MAX_WAIT", "MAX_BATCH"]
 
 MAX_WAIT = 10.0
@@ -434,7 +434,68 @@ def running_consumers() -> list["Consumer"]:
     return list(_CONSUMERS)
 
 
-class Consumer:
+class ConsumerBase:
+    """What a consumer of either broker (this module's, or Redis in
+    :mod:`labkit.redis_queue`) keeps and does the same way.
+
+    It keeps ``processed`` (messages ``process`` finished, in that order),
+    ``failures`` (messages whose ``process`` raised, with the error) and
+    ``errors`` (requests or commands to the broker that failed); a cell
+    waits on them with :meth:`wait_for`. On the lab loop, ``_pause`` sleeps
+    but wakes at once on stop, and ``_note`` appends and wakes the cell.
+    A subclass starts and stops its own work and says in ``_problems`` what
+    went wrong, for the message of a wait that runs out.
+    """
+
+    def __init__(self) -> None:
+        self.processed: list[Message] = []
+        """Messages ``process`` finished, in that order (a redelivered one may come twice)."""
+        self.failures: list[tuple[Message, str]] = []
+        """Messages whose ``process`` raised, with the error (not acknowledged)."""
+        self.errors: list[str] = []
+        """Requests or commands to the broker that failed (it was down, stopping ...)."""
+        self._changed = threading.Condition()
+        self._stopping: asyncio.Event | None = None
+
+    def wait_for(self, count: int, timeout: float = 5.0) -> list[Message]:
+        """Block until ``process`` has finished ``count`` messages; return them all.
+
+        Raises :class:`~labkit.errors.WaitTimeout` after ``timeout`` seconds,
+        saying how far it got.
+        """
+        def explain() -> str:
+            last = f" (last: {self.errors[-1]})" if self.errors else ""
+            return (f"only {len(self.processed)} of {count} messages were processed within "
+                    f"{timeout} s; {self._problems()}{last}")
+
+        lab.wait_until(self._changed, lambda: len(self.processed) >= count, timeout, explain)
+        with self._changed:
+            return list(self.processed)
+
+    def _problems(self) -> str:
+        return (f"process raised {len(self.failures)} times and "
+                f"{len(self.errors)} requests to the broker failed")
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake at once when the consumer is stopped."""
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    def _note(self, where: list, item: Any) -> None:
+        with self._changed:
+            where.append(item)
+            self._changed.notify_all()
+
+    def __enter__(self):
+        return self if self.running else self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class Consumer(ConsumerBase):
     """A worker service: receive a message, ``process`` it, ack it, again, on the lab loop.
 
     ``url``: the broker server's URL. ``process(message)`` may be a plain or
@@ -463,6 +524,7 @@ class Consumer:
         if not isinstance(wait, (int, float)) or not 0 < wait <= MAX_WAIT:
             raise LabkitError(f"wait must be a number of seconds > 0 and <= {MAX_WAIT:g}, "
                               f"got {wait!r}")
+        super().__init__()
         self.url = url.rstrip("/")
         self.queue = queue
         self.process = process
@@ -471,15 +533,7 @@ class Consumer:
         self.trace = trace
         self.name = name
         self.technique = technique
-        self.processed: list[Message] = []
-        """Messages processed, in the order they finished."""
-        self.failures: list[tuple[Message, str]] = []
-        """Messages whose ``process`` raised, with the error (they were not acked)."""
-        self.errors: list[str] = []
-        """Failed requests to the broker (down, stopping, refused an ack)."""
-        self._changed = threading.Condition()
         self._tasks: list[asyncio.Task] = []
-        self._stopping: asyncio.Event | None = None
         self._http: AsyncHTTPClient | None = None
 
     @property
@@ -524,21 +578,6 @@ class Consumer:
         self._http.close()
         _CONSUMERS.discard(self)
 
-    def wait_for(self, count: int, timeout: float = 5.0) -> list[Message]:
-        """Block until ``count`` messages have been processed; return them all.
-
-        Raises TimeoutError after ``timeout`` seconds, saying how far it got.
-        """
-        def explain() -> str:
-            last = f" (last: {self.errors[-1]})" if self.errors else ""
-            return (f"only {len(self.processed)} of {count} messages were processed within "
-                    f"{timeout} s; process raised {len(self.failures)} times and "
-                    f"{len(self.errors)} requests to the broker failed{last}")
-
-        lab.wait_until(self._changed, lambda: len(self.processed) >= count, timeout, explain)
-        with self._changed:
-            return list(self.processed)
-
     # -- on the lab loop ---------------------------------------------------
 
     async def _work(self, client: str) -> None:
@@ -580,24 +619,6 @@ class Consumer:
         except (HTTPClientError, OSError) as exc:
             self._note(self.errors, f"ack of {message.id}: {type(exc).__name__}: {exc}")
         self._note(self.processed, message)
-
-    async def _pause(self, seconds: float) -> None:
-        """Sleep, but wake at once when the consumer is stopped."""
-        try:
-            await asyncio.wait_for(self._stopping.wait(), seconds)
-        except asyncio.TimeoutError:
-            pass
-
-    def _note(self, where: list, item: Any) -> None:
-        with self._changed:
-            where.append(item)
-            self._changed.notify_all()
-
-    def __enter__(self) -> Consumer:
-        return self if self.running else self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"

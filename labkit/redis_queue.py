@@ -123,7 +123,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from labkit import lab, techniques
 from labkit.errors import BrokerUnavailable, LabkitError, QueueError
-from labkit.queues import NAME, Message
+from labkit.queues import NAME, ConsumerBase, Message
 from labkit.trace import Trace
 
 __all__ = ["EMBEDDED", "URL_VARIABLE", "Message", "DeadLetter", "Producer", "Consumer",
@@ -328,7 +328,7 @@ def running_consumers() -> list["Consumer"]:
     return list(_CONSUMERS)
 
 
-class Consumer:
+class Consumer(ConsumerBase):
     """One member ``name`` of the consumer group ``group`` on ``queue``, on the lab loop.
 
     It loops: claim messages pending on anyone for ``claim_after`` seconds
@@ -369,6 +369,7 @@ class Consumer:
         if not isinstance(block, (int, float)) or not 0.001 <= block <= MAX_BLOCK:
             raise QueueError(f"block must be a number of seconds from 0.001 to {MAX_BLOCK:g}, "
                               f"got {block!r}")
+        super().__init__()
         self.process = process
         self.url = broker_url(url)
         self.trace = trace
@@ -378,18 +379,10 @@ class Consumer:
         self.block = float(block)
         self.from_beginning = from_beginning
         self.technique = techniques.get(technique).name
-        self.processed: list[Message] = []
-        """Messages ``process`` finished, in that order (a redelivered one may come twice)."""
-        self.failures: list[tuple[Message, str]] = []
-        """Messages whose ``process`` raised, with the error (not acknowledged)."""
         self.dead: list[DeadLetter] = []
         """Messages this consumer moved to the dead-letter stream."""
-        self.errors: list[str] = []
-        """Commands to the broker that failed (it was down, restarting ...)."""
-        self._changed = threading.Condition()
         self._client: redis.asyncio.Redis | None = None
         self._task: asyncio.Task | None = None
-        self._stopping: asyncio.Event | None = None
         self._claim_cursor = "0-0"
 
     @property
@@ -447,22 +440,9 @@ class Consumer:
         await asyncio.gather(self._task, return_exceptions=True)
         await self._client.aclose()
 
-    def wait_for(self, count: int, timeout: float = 5.0) -> list[Message]:
-        """Block until ``process`` has finished ``count`` messages; return them all.
-
-        Raises :class:`~labkit.errors.WaitTimeout` after ``timeout`` seconds,
-        saying how far it got.
-        """
-        def explain() -> str:
-            last = f" (last: {self.errors[-1]})" if self.errors else ""
-            return (f"only {len(self.processed)} of {count} messages were processed within "
-                    f"{timeout} s; process raised {len(self.failures)} times, "
-                    f"{len(self.dead)} messages were dead-lettered and "
-                    f"{len(self.errors)} commands to the broker failed{last}")
-
-        lab.wait_until(self._changed, lambda: len(self.processed) >= count, timeout, explain)
-        with self._changed:
-            return list(self.processed)
+    def _problems(self) -> str:
+        return (f"process raised {len(self.failures)} times, {len(self.dead)} messages were "
+                f"dead-lettered and {len(self.errors)} commands to the broker failed")
 
     # -- on the lab loop ---------------------------------------------------
 
@@ -585,24 +565,6 @@ class Consumer:
             size = len(message.body.encode()) if kind == "event" else 0
         self.trace.add(kind, technique=self.technique, client=self.name, bytes=size,
                        event_id=event.id if event is not None else message.id, detail=detail)
-
-    async def _pause(self, seconds: float) -> None:
-        """Sleep, but wake at once when the consumer is stopped."""
-        try:
-            await asyncio.wait_for(self._stopping.wait(), seconds)
-        except asyncio.TimeoutError:
-            pass
-
-    def _note(self, where: list, item: Any) -> None:
-        with self._changed:
-            where.append(item)
-            self._changed.notify_all()
-
-    def __enter__(self) -> Consumer:
-        return self if self.running else self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
