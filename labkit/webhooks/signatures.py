@@ -157,7 +157,55 @@ def _check_fresh(timestamp: int, now: float | None, tolerance: int, header: str,
         )
 
 
-class GitHubSignature:
+class _GitHubHMAC:
+    """What GitHub's two signature headers share: ``<algorithm>=<hex HMAC(secret, raw body)>``.
+
+    A subclass names its header, its hash and what to say when the header is
+    missing; signing and checking are the same for both.
+    """
+
+    name: str
+    header: str
+    algorithm: str  # "sha256" or "sha1": the prefix and the hashlib name
+    missing_hint: str
+    malformed_hint: str = ""
+
+    def __init__(self, secrets: str | bytes | Iterable[str | bytes]):
+        self._keys = _keys(secrets, "GitHub webhook secret")
+        digits = 2 * hashlib.new(self.algorithm).digest_size
+        self._hex = re.compile(f"[0-9a-fA-F]{{{digits}}}")
+        self._shape = f"'{self.algorithm}=' followed by {digits} hex digits"
+
+    def _digests(self, body: bytes) -> list[bytes]:
+        return [hmac.new(key, body, self.algorithm).digest() for key in self._keys]
+
+    def sign(self, body: bytes, *, url: str | None = None, msg_id: str | None = None,
+             timestamp: int | None = None) -> dict[str, str]:
+        """The header GitHub would send for ``body`` (GitHub signs no timestamp)."""
+        return {self.header: f"{self.algorithm}=" + self._digests(_raw(body))[0].hex()}
+
+    def verify(self, headers: Mapping[str, str], body: bytes, *, url: str | None = None,
+               remote_ip: str | None = None, now: float | None = None) -> None:
+        """Raise SignatureError unless the header matches the HMAC of ``body``."""
+        body = _raw(body)
+        value = _require(headers, self.header, self.missing_hint)
+        algorithm, _, hexdigest = value.partition("=")
+        if algorithm != self.algorithm or not self._hex.fullmatch(hexdigest):
+            raise SignatureError(
+                "malformed",
+                f"{self.header} must be {self._shape}, got {value[:80]!r}: send the "
+                f"header exactly as GitHub produced it{self.malformed_hint}",
+            )
+        if not _matches_any([bytes.fromhex(hexdigest)], self._digests(body)):
+            raise SignatureError(
+                "mismatch",
+                f"{self.header} does not match the body: check that both sides use "
+                f"the same secret and that you verify the raw body bytes, not a "
+                f"re-serialised copy",
+            )
+
+
+class GitHubSignature(_GitHubHMAC):
     """GitHub: ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256(secret, body)>``.
 
     GitHub holds one secret per hook, so a rotation happens on the receiving
@@ -167,41 +215,9 @@ class GitHubSignature:
 
     name = "github"
     header = "X-Hub-Signature-256"
-
-    def __init__(self, secrets: str | bytes | Iterable[str | bytes]):
-        self._keys = _keys(secrets, "GitHub webhook secret")
-
-    def _digests(self, body: bytes) -> list[bytes]:
-        return [hmac.new(key, body, hashlib.sha256).digest() for key in self._keys]
-
-    def sign(self, body: bytes, *, url: str | None = None, msg_id: str | None = None,
-             timestamp: int | None = None) -> dict[str, str]:
-        """Headers GitHub would send for ``body`` (GitHub signs no timestamp)."""
-        return {self.header: "sha256=" + self._digests(_raw(body))[0].hex()}
-
-    def verify(self, headers: Mapping[str, str], body: bytes, *, url: str | None = None,
-               remote_ip: str | None = None, now: float | None = None) -> None:
-        """Raise SignatureError unless the header matches HMAC-SHA256 of ``body``."""
-        body = _raw(body)
-        value = _require(
-            headers, self.header,
-            "set a secret on the webhook in GitHub's settings so deliveries are "
-            "signed (the SHA-1 X-Hub-Signature header alone is not accepted)",
-        )
-        algorithm, _, hexdigest = value.partition("=")
-        if algorithm != "sha256" or not _HEX_SHA256.fullmatch(hexdigest):
-            raise SignatureError(
-                "malformed",
-                f"{self.header} must be 'sha256=' followed by 64 hex digits, got "
-                f"{value[:80]!r}: send the header exactly as GitHub produced it",
-            )
-        if not _matches_any([bytes.fromhex(hexdigest)], self._digests(body)):
-            raise SignatureError(
-                "mismatch",
-                f"{self.header} does not match the body: check that both sides use "
-                f"the same secret and that you verify the raw body bytes, not a "
-                f"re-serialised copy",
-            )
+    algorithm = "sha256"
+    missing_hint = ("set a secret on the webhook in GitHub's settings so deliveries are "
+                    "signed (the SHA-1 X-Hub-Signature header alone is not accepted)")
 
 
 class StripeSignature:
@@ -539,10 +555,7 @@ class TwilioSignature:
             )
 
 
-_HEX_SHA1 = re.compile(r"[0-9a-fA-F]{40}")
-
-
-class GitHubLegacySignature:
+class GitHubLegacySignature(_GitHubHMAC):
     """GitHub's legacy signature: ``X-Hub-Signature: sha1=<hex HMAC-SHA1(secret, body)>``.
 
     GitHub still sends it, beside ``X-Hub-Signature-256``, on every delivery of a
@@ -567,37 +580,7 @@ class GitHubLegacySignature:
 
     name = "github-legacy"
     header = "X-Hub-Signature"
-
-    def __init__(self, secrets: str | bytes | Iterable[str | bytes]):
-        self._keys = _keys(secrets, "GitHub webhook secret")
-
-    def _digests(self, body: bytes) -> list[bytes]:
-        return [hmac.new(key, body, hashlib.sha1).digest() for key in self._keys]
-
-    def sign(self, body: bytes, *, url: str | None = None, msg_id: str | None = None,
-             timestamp: int | None = None) -> dict[str, str]:
-        """The ``X-Hub-Signature`` header GitHub would send for ``body``."""
-        return {self.header: "sha1=" + self._digests(_raw(body))[0].hex()}
-
-    def verify(self, headers: Mapping[str, str], body: bytes, *, url: str | None = None,
-               remote_ip: str | None = None, now: float | None = None) -> None:
-        """Raise SignatureError unless the header matches HMAC-SHA1 of ``body``."""
-        body = _raw(body)
-        value = _require(headers, self.header,
-                         "set a secret on the webhook in GitHub's settings so deliveries are "
-                         "signed, and prefer X-Hub-Signature-256 (GitHubSignature)")
-        algorithm, _, hexdigest = value.partition("=")
-        if algorithm != "sha1" or not _HEX_SHA1.fullmatch(hexdigest):
-            raise SignatureError(
-                "malformed",
-                f"{self.header} must be 'sha1=' followed by 40 hex digits, got "
-                f"{value[:80]!r}: send the header exactly as GitHub produced it (the "
-                f"sha256= value belongs in X-Hub-Signature-256)",
-            )
-        if not _matches_any([bytes.fromhex(hexdigest)], self._digests(body)):
-            raise SignatureError(
-                "mismatch",
-                f"{self.header} does not match the body: check that both sides use "
-                f"the same secret and that you verify the raw body bytes, not a "
-                f"re-serialised copy",
-            )
+    algorithm = "sha1"
+    missing_hint = ("set a secret on the webhook in GitHub's settings so deliveries are "
+                    "signed, and prefer X-Hub-Signature-256 (GitHubSignature)")
+    malformed_hint = " (the sha256= value belongs in X-Hub-Signature-256)"
