@@ -8,7 +8,7 @@ recorder (``Trace``), the charts (``plots``) and the techniques
 
 import logging
 
-from labkit import lab, techniques
+from labkit import lab, links, techniques
 from labkit.clock import REAL_TIME, Clock
 from labkit.errors import (BrokerUnavailable, ClockError, DecryptError, DeviceError, FrameError,
                            VapidError, CursorError, DeliveryError, EventStreamError,
@@ -16,7 +16,8 @@ from labkit.errors import (BrokerUnavailable, ClockError, DecryptError, DeviceEr
                            HubClosedError,
                            HubError,
                            LabkitError, LabLoopError, PolicyError, PortInUseError, QueueError,
-                           RecordKindError, RejectedError, SignatureError,
+                           ProxyMissingError, RecordKindError, RejectedError,
+                           SettingError, SignatureError,
                            UnknownTechniqueError, UsageError, WaitTimeout)
 from labkit.feed import Event, Feed, fixed_rate, play, poisson
 from labkit.lab import Server, run, serve, submit
@@ -27,9 +28,10 @@ __all__ = [
     "BrokerUnavailable", "CLIENT_HEADER", "Clock", "DecryptError", "DeviceError", "FrameError",
     "VapidError", "ClockError", "CursorError", "DeliveryError", "Event", "Feed",
     "EventStreamError", "ExerciseNotYet", "FeedError", "HubClosedError", "HubError", "LabLoopError", "LabkitError", "PolicyError",
-    "PortInUseError", "QueueError", "REAL_TIME", "Record", "RecordKindError", "RejectedError", "Server",
-    "SignatureError", "Trace", "UnknownTechniqueError", "UsageError", "WaitTimeout",
-    "annotate", "fixed_rate", "lab", "play", "plots", "poisson", "queues", "run", "serve",
+    "PortInUseError", "ProxyMissingError", "QueueError", "REAL_TIME", "Record",
+    "RecordKindError", "RejectedError", "Server", "SettingError", "SignatureError", "Trace",
+    "UnknownTechniqueError", "UsageError", "WaitTimeout",
+    "annotate", "fixed_rate", "lab", "links", "play", "plots", "poisson", "queues", "run", "serve",
     "submit", "techniques",
 ]
 

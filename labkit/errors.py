@@ -36,6 +36,8 @@ __all__ = [
     "DeviceError",
     "FrameError",
     "VapidError",
+    "SettingError",
+    "ProxyMissingError",
 ]
 
 
@@ -174,3 +176,12 @@ class VapidError(RejectedError):
     """A push request whose VAPID authorization is absent (401) or invalid (403)."""
 
     status = 403
+
+
+class SettingError(LabkitError, ValueError):
+    """A setting (an environment variable such as ``LABKIT_BROWSER_URL``, or the function
+    that sets it) has a value labkit does not understand; the message lists the good ones."""
+
+
+class ProxyMissingError(LabkitError, ImportError):
+    """A link must go through ``jupyter-server-proxy``, which this Python cannot import."""

@@ -1,5 +1,6 @@
 """Small helpers several test modules share."""
 
+import contextlib
 import os
 import socket
 import time
@@ -43,3 +44,84 @@ def needs(missing: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"{missing}: CI must run this test, not skip it")
     pytest.skip(missing)
+
+
+# -- the live page in a real browser (tests/test_live_page.py, tests/test_proxy.py) ------------
+
+CHROMIUM = "/usr/bin/chromium"
+"""The system's Chromium: Playwright's own browser download is not reachable from CI."""
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+PANELS = {"polling": "polling", "longPolling": "long-polling", "sse": "sse",
+          "websocket": "websocket"}
+"""window.labkitState's key for each panel -> the technique the trace records it under."""
+WAIT_MS = 15_000
+"""Most a test waits for the page to reach a state."""
+
+
+def missing_browser() -> str | None:
+    """What to install for the browser tests, or None when all is there."""
+    missing = []
+    if not os.access(CHROMIUM, os.X_OK):
+        missing.append(f"the system's Chromium at {CHROMIUM} (`apt-get install chromium`; "
+                       f".ci/run installs it)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        missing.append("the Playwright package (`pip install playwright`; its own browser "
+                       "download is not needed)")
+    if not missing:
+        return None
+    return "the live-page browser tests need " + " and ".join(missing)
+
+
+@contextlib.contextmanager
+def chromium(profile_dir):
+    """A headless Chromium with the fresh user-data dir ``profile_dir`` (skipped, or failed
+    in CI, through :func:`needs` when it is not installed)."""
+    missing = missing_browser()
+    if missing:
+        needs(missing)
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(profile_dir), executable_path=CHROMIUM, headless=True, args=FLAGS)
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+def open_race(browser, url, init_script=None):
+    """A new page at ``url`` (a race's page), once every panel is listening.
+
+    ``init_script``: JavaScript run in the page before its own (e.g. to skew its clock)."""
+    page = browser.new_page()
+    if init_script is not None:
+        page.add_init_script(init_script)
+    page.goto(url)
+    page.wait_for_function(
+        "Object.keys(window.labkitState).length === 4 && "
+        "Object.values(window.labkitState).every(s => s.ready)", timeout=WAIT_MS)
+    return page
+
+
+def until_every_panel_has(page, count):
+    """The page's ``labkitState`` once every panel has ``count`` events (bounded wait)."""
+    page.wait_for_function(
+        f"Object.values(window.labkitState).every(s => s.events.length >= {count})",
+        timeout=WAIT_MS)
+    return page.evaluate("window.labkitState")
+
+
+def requests_in_trace(race, state, deadline=5.0):
+    """The trace's request count per panel, once it matches the page's (or after
+    ``deadline`` s: the page counts a request just before it leaves)."""
+    end = time.monotonic() + deadline
+    while True:
+        counts = {key: race.trace.count("request", technique)
+                  for key, technique in PANELS.items()}
+        if all(counts[key] == state[key]["requests"] for key in PANELS) or \
+                time.monotonic() > end:
+            return counts
+        time.sleep(0.05)

@@ -69,7 +69,7 @@ import requests
 import tornado.web
 from urllib3.util import SKIP_HEADER
 
-from labkit import lab, techniques
+from labkit import lab, links, techniques
 from labkit.endpoints import BodyLimit
 from labkit.errors import LabkitError, RejectedError
 from labkit.trace import Trace
@@ -267,7 +267,12 @@ class Inspector:
         return [(pattern, handler, {"inspector": self}) for pattern, handler in _ENDPOINTS]
 
     def _repr_html_(self) -> str:
-        return _page_html(self, catalogue=False)
+        """The kept requests, under a link to the live page that a browser can follow
+        (:func:`labkit.links.browser_url`: through the Jupyter server on a JupyterHub)."""
+        link = "" if self.page_url is None else (
+            f"<p><a href='{_e(links.browser_url(self.page_url))}' target='_blank'>"
+            f"open the live list</a> (reload it to see new requests)</p>")
+        return link + _page_html(self, catalogue=False)
 
     def __repr__(self) -> str:
         return f"<Inspector {self.url} {len(self.requests)} kept, {self.dropped} dropped>"

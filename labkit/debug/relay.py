@@ -79,7 +79,7 @@ from tornado import httputil
 from tornado.http1connection import HTTP1Connection, HTTP1ConnectionParameters
 from tornado.iostream import StreamClosedError
 
-from labkit import lab, techniques
+from labkit import lab, links, techniques
 from labkit.endpoints import BodyLimit, too_large
 from labkit.errors import LabkitError, RejectedError
 from labkit.trace import Trace
@@ -231,7 +231,10 @@ class Relay:
                 "-" if x.target_status is None else x.target_status,
                 f"{x.delay * 1000:.0f}", f"{x.duration * 1000:.1f}")) + "</tr>"
             for x in self.log[-20:])
-        return (f"<p>relay {html.escape(str(self.url))} &rarr; {html.escape(self.target_url)}: "
+        where = html.escape(str(self.url))
+        if self.url is not None:  # a link a browser can follow, through Jupyter on a hub
+            where = f"<a href='{html.escape(links.browser_url(self.url))}'>{where}</a>"
+        return (f"<p>relay {where} &rarr; {html.escape(self.target_url)}: "
                 f"{html.escape(str(self.counts()))} (last 20 shown)</p><table><tr>"
                 + "".join(f"<th>{h}</th>" for h in head) + f"</tr>{rows}</table>")
 

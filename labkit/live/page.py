@@ -15,10 +15,19 @@ SSE             ``GET /events``      the browser's own ``EventSource`` (it recon
 WebSocket       ``GET /ws``          ``new WebSocket`` (reconnects with ``?after=<id>``): each
                                      socket it opens
 (the page)      ``GET /``            ``live.html``: no external script, style or font
+(its clock)     ``GET /time``        ``fetch`` five times before the panels start (see below)
 ==============  ===================  =========================================================
 
+The page asks for every route relative to its own URL (``poll``, not
+``/poll``; ``wss:`` when the page is ``https:``), so the same page works at
+``http://127.0.0.1:<port>/`` and behind ``jupyter-server-proxy`` at
+``/user/<name>/proxy/<port>/``. :attr:`LiveRace.url` is the one a browser
+should open (:func:`labkit.links.browser_url` decides), :attr:`LiveRace.local_url`
+the loopback one for Python clients.
+
 Everything is served on **one port**, so the page's requests are same-origin
-(no CORS; tornado's WebSocket origin check passes). Yet the trace records
+(no CORS; tornado's WebSocket origin check passes, through jupyter-server-proxy
+too: it forwards the browser's ``Host`` and ``Origin``). Yet the trace records
 each technique under its own name: a small router (:class:`_Router`, a
 tornado connection delegate) reads each request's path and hands it to that
 technique's own :class:`~labkit.wire.TracingDelegate`, writing into
@@ -36,7 +45,13 @@ every stream as a network would, and :meth:`LiveRace.stop` then
 
 Each event is a feed :class:`~labkit.feed.Event` of type ``race`` whose
 payload holds ``sent_ms``, the wall-clock time (ms since the epoch) when it
-was published; the page computes ``Date.now() - sent_ms``. For tests the
+was published. The browser may run on another machine whose clock is off by
+seconds, so the page first measures its offset from this machine's clock as
+NTP does with one server: it asks ``GET /time`` five times, and from the
+answer with the shortest round trip takes ``offset = now_ms - (sent +
+received) / 2``, wrong by at most half that round trip. A latency is then
+``Date.now() + offset - sent_ms``, on one clock again (``window.labkitClock``
+holds ``offsetMs``, ``roundTripMs`` and ``samples``). For tests the
 page exposes ``window.labkitState`` (per panel: ``events`` (hub ids in
 arrival order), ``requests``, ``latencies`` in ms, ``ready``) and
 ``window.labkitStop()`` (ends every request, stream and socket).
@@ -66,7 +81,7 @@ from typing import Any
 import tornado.web
 from tornado import httputil
 
-from labkit import lab
+from labkit import lab, links
 from labkit.endpoints import Handler, NotFound
 from labkit.errors import UsageError
 from labkit.feed import Event, Feed, fixed_rate, play
@@ -97,6 +112,14 @@ class _PageHandler(Handler):
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.set_header("Cache-Control", "no-cache")
         self.finish(self.html)
+
+
+class _ClockHandler(Handler):
+    """``GET /time``: this machine's wall clock, for the page to measure its own clock's offset."""
+
+    def get(self) -> None:
+        self.set_header("Cache-Control", "no-store")
+        self.answer(200, {"now_ms": time.time() * 1000})
 
 
 class _Routed(httputil.HTTPMessageDelegate):
@@ -191,18 +214,29 @@ class LiveRace:
 
     @property
     def url(self) -> str:
-        """The page's URL (raises :class:`UsageError` before :meth:`start`)."""
+        """The page's URL for a browser: :func:`labkit.links.browser_url` of the server, so
+        through ``jupyter-server-proxy`` on a JupyterHub (raises :class:`UsageError` before
+        :meth:`start`). Python clients use :attr:`local_url`."""
+        return links.browser_url(self._served(), "/")
+
+    @property
+    def local_url(self) -> str:
+        """The page's loopback URL (``http://127.0.0.1:<port>/``), for Python clients and tests."""
+        return self._served().url + "/"
+
+    def _served(self) -> lab.Server:
         if self.server is None:
             raise UsageError("the race is not served: call race.start() first")
-        return self.server.url + "/"
+        return self.server
 
     def start(self) -> LiveRace:
         """Serve the page and the four techniques (again on the same port after a stop)."""
         if self.server is not None:
             return self
-        routes = " ".join(f"GET {c.path}" for c in self.components)
+        routes = " ".join(f"GET {c.path}" for c in self.components) + " GET /time"
         page = tornado.web.Application([
             ("/", _PageHandler, {"html": self.html}),
+            ("/time", _ClockHandler),
             (r".*", NotFound, {"routes": f"GET / (the page) {routes}"})])
         self.server = lab.serve(_Router(self.components, page, self.trace), port=self.port)
         self.port = self.server.port
@@ -231,7 +265,7 @@ class LiveRace:
         self.hub.publish(dataclasses.replace(event, payload={"sent_ms": time.time() * 1000}))
 
     def show(self, width: int = 1000, height: int = 330) -> Any:
-        """The page in a notebook: an IPython ``IFrame`` of :attr:`url`."""
+        """The page in a notebook: an IPython ``IFrame`` of :attr:`url` (the browser's URL)."""
         from IPython.display import IFrame
         return IFrame(self.url, width=width, height=height)
 
@@ -242,5 +276,5 @@ class LiveRace:
         self.stop()
 
     def __repr__(self) -> str:
-        where = self.url if self.server is not None else "not served"
+        where = self.local_url if self.server is not None else "not served"
         return f"<LiveRace {where}, {self.hub.last_id} events>"
