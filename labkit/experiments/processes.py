@@ -50,7 +50,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from labkit import lab, techniques
+from labkit import children, lab, techniques
 from labkit.errors import LabkitError
 from labkit.feed import Event, Feed
 from labkit.progress import Progress
@@ -142,9 +142,11 @@ class ServerProcess:
     labkit.experiments.processes serve``), with the same methods.
 
     The child answers each command (one JSON line on its stdin) with one
-    JSON line on its stdout; it stops when told, or when its stdin closes
-    (this process went away). ``stop()`` waits for it to exit, and kills
-    it, by its PID, if it does not.
+    JSON line on its stdout; it stops when told, or when its stdin closes.
+    It is started by :func:`labkit.children.start`, so it also ends when
+    this process ends in any way (a kernel restart, SIGKILL) and its ports
+    are freed. ``stop()`` waits for it to exit, and kills it, by its PID,
+    if it does not.
     """
 
     def __init__(self, stream: str, *, history: int = 1000, url: str | None = None,
@@ -156,8 +158,8 @@ class ServerProcess:
                               "server, or use HubServers for servers in this process")
         self.name = name
         self._errors = tempfile.TemporaryFile()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "labkit.experiments.processes", "serve", stream,
+        self.process = children.start(
+            ["-m", "labkit.experiments.processes", "serve", stream,
              "--history", str(history), "--url", url, "--name", name],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._errors, text=True)
         self.pid = self.process.pid
