@@ -112,6 +112,33 @@ def test_compare_writes_a_json_trace_and_an_svg_chart(tmp_path):
     assert "<svg" in text and "Bytes per delivered event" in text
 
 
+def test_compare_runs_all_six_techniques_in_one_table_with_footnotes(tmp_path):
+    trace, chart = tmp_path / "six.json", tmp_path / "six.svg"
+    done = labkit("compare", "polling", "long-polling", "sse", "websocket", "webpush",
+                  "webhook", *FAST, "--trace", str(trace), "--chart", str(chart))
+    assert done.returncode == 0, done.stderr
+    table, notes = done.stdout.split("\n* ", 1)
+    header, *rows = rows_of(table)
+    cells = {row[0]: dict(zip(header, row)) for row in rows}
+    assert list(cells) == ["polling", "long-polling", "sse", "websocket", "webpush", "webhook"]
+    assert all(row["delivered"] == "8/8" for row in cells.values())
+    assert len({len(line) for line in table.splitlines()}) == 1  # aligned
+    # webpush: 2 set-up requests per phone, then a POST per event and phone
+    assert cells["webpush"]["requests"] == "12" and cells["webpush"]["held"] == "2"
+    assert 3 <= int(cells["webpush"]["connections"]) <= 6  # 2 phones, and the app server's
+    # webhook: a subscription per receiver, then a POST per event and receiver; no connection
+    assert cells["webhook"]["requests"] == "10" and cells["webhook"]["held"] == "0"
+    assert cells["webhook"]["connections"] == "-"
+    assert "webpush: requests are each phone's subscribe" in notes
+    assert "webhook: nobody holds a connection" in notes
+    assert notes.count("\n* ") == 1  # a footnote for webpush, one for webhook; none for pages
+    records = json.loads(trace.read_text())
+    for technique in ("webpush", "webhook"):
+        events = [r for r in records if r["technique"] == technique and r["kind"] == "event"]
+        assert len(events) == 8 and all(0 < r["latency"] < 5 for r in events)
+    assert "<svg" in chart.read_text()
+
+
 def test_scaling_runs_each_number_of_clients_and_keeps_the_runs_apart(tmp_path):
     trace = tmp_path / "sweep.json"
     done = labkit("scaling", "sse", "--clients", "3,1", "--events", "3", "--rate", "20",
@@ -122,6 +149,25 @@ def test_scaling_runs_each_number_of_clients_and_keeps_the_runs_apart(tmp_path):
         [("sse", 1, 3), ("sse", 3, 9)]
     techniques = {r["technique"] for r in json.loads(trace.read_text())}
     assert techniques == {"sse: 1 clients", "sse: 3 clients"}
+
+
+def test_run_and_scaling_take_webhook_and_webpush_too(tmp_path):
+    trace = tmp_path / "hooks.csv"
+    done = labkit("run", "webhook", *FAST, "--trace", str(trace))
+    assert done.returncode == 0, done.stderr
+    assert rows_of(done.stdout)[1][:4] == ["webhook", "2", "8/8", "10"]
+    with trace.open(newline="") as f:
+        records = list(csv.DictReader(f))
+    assert sum(1 for r in records if r["kind"] == "event") == 8
+    assert {r["client"] for r in records if r["kind"] == "event"} == \
+        {"webhook-0001", "webhook-0002"}
+    done = labkit("scaling", "webpush", "webhook", "--clients", "1,3", "--events", "2",
+                  "--rate", "20", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    assert [(r["technique"], r["clients"], r["deliveries"], r["held"]) for r in rows] == \
+        [("webpush", 1, 2, 1), ("webpush", 3, 6, 3), ("webhook", 1, 2, 0), ("webhook", 3, 6, 0)]
+    assert [r["connections"] for r in rows][2:] == [None, None]
 
 
 def test_scaling_prints_memory_and_draws_its_chart(tmp_path):
@@ -166,7 +212,9 @@ def test_a_run_that_fails_keeps_the_rows_before_it_and_exits_1(monkeypatch, caps
 
 @pytest.mark.parametrize("args, words", [
     (["run", "carrier-pigeon"], "unknown technique 'carrier-pigeon'"),
-    (["run", "webhook"], "not one that runs with many clients"),
+    (["run", "queue"], "not one that runs with many clients"),
+    (["compare", "sse", "webhook", "--load", "process"], "webhook runs inline only"),
+    (["run", "webpush", "--load", "process"], "webpush runs inline only"),
     (["run", "sse", "--clients", "0"], "--clients: 0 is out of range"),
     (["run", "sse", "--clients", "ten"], "'ten' is not a whole number"),
     (["run", "sse", "--rate", "-1"], "--rate: '-1' must be a number > 0"),

@@ -5,8 +5,8 @@ weather app's wait against its interval) and the scaling runs with the clients i
 import matplotlib.pyplot as plt
 
 from labkit import lab
-from labkit.experiments.head_to_head import (TECHNIQUES, WEATHER, four_examples, same_feed,
-                                             scaling_by_technique)
+from labkit.experiments.head_to_head import (PAGES, TECHNIQUES, WEATHER, efficiency,
+                                             four_examples, same_feed, scaling_by_technique)
 
 
 def test_the_same_events_reach_every_receiver_and_only_web_push_and_webhooks_reach_a_closed_app():
@@ -28,6 +28,19 @@ def test_the_same_events_reach_every_receiver_and_only_web_push_and_webhooks_rea
     assert html.count("<tr>") == 1 + len(TECHNIQUES)
     assert "Very High" in html and "❌ (delayed)" in html and "&lt;" not in str(table)
     assert "2 of 2" in str(table) and "0 of 2" not in str(table).split("\n")[5]
+
+
+def test_efficiency_counts_each_page_technique_on_the_same_rare_then_frequent_events():
+    eff = efficiency(seed=2)
+    for what in (eff.requests, eff.bytes):
+        assert list(what) == ["rare", "frequent"]
+        assert all(list(what[case]) == list(PAGES) and all(v > 0 for v in what[case].values())
+                   for case in what)
+    rare, frequent = eff.requests["rare"], eff.requests["frequent"]
+    assert rare["polling"] > 5 * rare["long-polling"]  # a poll every 5 s, an event a minute
+    assert frequent["polling"] < frequent["long-polling"]  # 40 events a second
+    assert rare["sse"] == rare["websocket"] == 1 / 3  # one request for the 3 events
+    assert lab.running_servers() == []
 
 
 def test_the_weather_app_waits_about_half_its_interval_and_the_pushes_milliseconds():

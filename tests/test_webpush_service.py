@@ -293,7 +293,9 @@ def test_stopping_the_service_closes_the_device_connection(app):
     server = serve_push_service()
     device = Device(server.url, app.application_server_key, trace=server.trace)
     device.subscribe()
+    assert server.component.connected == 0, "subscribed, not yet connected"
     device.online()
+    assert server.component.connected == 1
     server.stop()
     for _ in range(200):  # bounded: the close handshake is on the lab loop
         if not device.is_online:
@@ -301,6 +303,7 @@ def test_stopping_the_service_closes_the_device_connection(app):
         time.sleep(0.01)
     assert not device.is_online
     assert server.trace.count("disconnect") == 1
+    assert server.component.connected == 0
     device.close()
 
 

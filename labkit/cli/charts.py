@@ -48,7 +48,7 @@ def comparison(trace: Trace, results: list[ScaleResult]) -> Figure:
                        color=[techniques.colour(n) for n in names])
     axes[2].bar_label(bars, [f"{v:,.0f} B" if math.isfinite(v) else "no events"
                              for v in per_event], fontsize="small")
-    axes[2].set_xticks(range(len(names)), [textwrap.fill(techniques.get(n).tag, 14)
+    axes[2].set_xticks(range(len(names)), [textwrap.fill(techniques.get(n).tag, 10)
                                            for n in names])
     axes[2].set(title="Bytes per delivered event", xlabel="technique",
                 ylabel="wire bytes per delivered event")

@@ -16,13 +16,22 @@ What a row says (``--format json`` prints :meth:`ScaleResult.row` itself):
 
 ================  ===============================================================
 delivered         events that reached their clients, of clients x events asked for
-requests          HTTP requests the server received (a WebSocket's upgrade is one)
-bytes/event       wire bytes (requests, responses, WebSocket frames) per delivery
-p50, p99 (ms)     publish-to-receipt latency percentiles
+requests          HTTP requests on the wire, set-up included (a WebSocket's upgrade
+                  is one)
+bytes/event       wire bytes (requests, responses, WebSocket and push frames) per
+                  delivery
+p50, p99 (ms)     latency from the event's publication to its receipt
 connections       most TCP connections open to the server at once
 held              most requests or streams the server held open at once
 server CPU (ms)   CPU time of the lab thread while the events were delivered
 ================  ===============================================================
+
+A client is whoever should learn of the events: a page (polling, long
+polling, SSE, WebSocket), a phone (``webpush``: the site's application
+server sends each event to each phone through the push service) or a
+webhook receiver (``webhook``: the provider POSTs each event to each
+subscribed receiver). Where a column means something else for one of
+these, the table's footnote says so (:data:`FOOTNOTES`).
 
 ``--trace out.csv`` (or ``.json``) writes every record of every run into
 one file; in a sweep each run is named as a variant, ``"polling: 10
@@ -48,10 +57,10 @@ from labkit.cli import arguments
 from labkit.cli.textbar import TextBar
 from labkit.errors import LabkitError, UsageError
 from labkit.feed import fixed_rate, poisson
-from labkit.push.scale import MAX_CLIENTS, SETUPS, ScaleResult, run_clients
+from labkit.push.scale import MAX_CLIENTS, SETUPS, ScaleResult, WebPushSite, run_clients
 from labkit.trace import Trace
 
-__all__ = ["add_commands", "format_table", "COLUMNS"]
+__all__ = ["add_commands", "format_table", "COLUMNS", "FOOTNOTES"]
 
 COLUMNS: dict[str, Callable[[ScaleResult], str]] = {
     "technique": lambda r: r.technique,
@@ -68,6 +77,19 @@ COLUMNS: dict[str, Callable[[ScaleResult], str]] = {
 """The printed table: a column's title, and how a result fills its cell."""
 SWEEP_COLUMNS = dict(COLUMNS, **{"memory (KiB)": lambda r: f"{r.memory / 1024:,.0f}"})
 """A sweep adds the memory the clients' connections took."""
+FOOTNOTES = {
+    "webpush": "webpush: requests are each phone's subscribe and connect, then one POST per "
+               "event and phone from the application server (pywebpush) to the push service; "
+               "bytes include the push frames and the phones' acks (which --trace has no "
+               f"record of); connections are the phones' plus the application server's (up to "
+               f"{WebPushSite.threads}: it posts from {WebPushSite.threads} threads); server CPU "
+               f"adds those threads'",
+    "webhook": "webhook: nobody holds a connection (connections '-', held 0): the provider "
+               "opens one to a receiver for each delivery; requests are each receiver's "
+               "subscription (POST /hooks), then one signed POST per event and receiver; "
+               "server CPU is the provider's and the receivers'",
+}
+"""What a column means for a technique whose clients are not pages, printed under the table."""
 
 _EXAMPLES = {
     "run": """examples:
@@ -75,7 +97,7 @@ _EXAMPLES = {
   labkit run polling --clients 10 --events 20 --interval 0.5 --trace polling.csv
   labkit run websocket --clients 1000 --load process --chart websocket.svg""",
     "compare": """examples:
-  labkit compare polling long-polling sse websocket --clients 10 --events 20
+  labkit compare polling long-polling sse websocket webpush webhook --clients 10
   labkit compare all --clients 100 --trace head-to-head.json --chart head-to-head.png
   labkit compare polling sse --format json > rows.json""",
     "scaling": """examples:
@@ -181,6 +203,10 @@ def _listed(names: list[str]) -> list[str]:
 
 def _experiment(args: argparse.Namespace, names: list[str], counts: list[int], *,
                 sweep: bool = False) -> int:
+    inline_only = [name for name in names if SETUPS[name].site]
+    if args.load == "process" and inline_only:
+        raise UsageError(f"--load process: {', '.join(inline_only)} runs inline only (its "
+                         f"clients hand the server side their address within one process)")
     options = {"events": args.events, "rate": args.rate, "seed": args.seed,
                "schedule": args.schedule, "interval": args.interval, "hold": args.hold,
                "load": args.load, "timeout": args.timeout}
@@ -219,6 +245,10 @@ def _report(args: argparse.Namespace, trace: Trace, results: list[ScaleResult],
         print(json.dumps([_plain(r.row()) for r in results], indent=1))
     else:
         print(format_table(results, SWEEP_COLUMNS if sweep else COLUMNS))
+        shown = dict.fromkeys(r.technique for r in results)
+        for name in (name for name in shown if name in FOOTNOTES):
+            print(textwrap.fill(FOOTNOTES[name], 100, initial_indent="* ",
+                                subsequent_indent="  "))
     written = _write(args, trace, results, sweep)
     if args.format == "text":
         for path in written:

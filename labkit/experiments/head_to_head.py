@@ -24,7 +24,8 @@ call                                    what it shows
 responses. Web Push's device
 connection reports no frame bytes, so its frames are added from what the
 push service kept (each message's frame) and what the phone sent back (an
-ack per message), as lesson 08 does.
+ack per message): :func:`labkit.push.scale.push_frames`, as ``labkit compare``
+counts them.
 
 Every experiment starts what it needs and stops all of it, also when
 something fails. Thread-safety: call them from a cell or a script, never
@@ -40,14 +41,14 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from labkit import lab, techniques
-from labkit.clock import Clock
-from labkit.experiments.webpush import OUT_FOR_DELIVERY, SHOP, _ack_bytes, _stage
-from labkit.feed import Feed
+from labkit.clock import REAL_TIME, Clock
+from labkit.experiments.webpush import OUT_FOR_DELIVERY, SHOP, _stage
+from labkit.feed import Feed, fixed_rate, play, poisson
 from labkit.hub import Hub
 from labkit.progress import Progress
 from labkit.push.polling import LongPollingClient, PollingClient, serve_long_polling, \
     serve_polling
-from labkit.push.scale import run_clients, scaling
+from labkit.push.scale import push_frames, run_clients, scaling
 from labkit.push.sse import SSEClient, serve_sse
 from labkit.push.websocket import WebSocketClient, serve_websocket
 from labkit.trace import Trace
@@ -158,12 +159,24 @@ class Race:
         return fig
 
 
-def _pages(urls: dict[str, str], trace: Trace, count: int, interval: float) -> list:
-    """``count`` clients of each page technique, named by their role."""
+_SERVE = {"polling": serve_polling, "long-polling": serve_long_polling, "sse": serve_sse,
+          "websocket": serve_websocket}
+"""How each page technique is served on a hub."""
+
+
+def _serve_pages(stack: contextlib.ExitStack, hub: Hub, trace: Trace) -> dict:
+    """A server of each page technique on ``hub``, stopped when ``stack`` closes."""
+    return {name: stack.enter_context(serve(hub, trace=trace)) for name, serve in _SERVE.items()}
+
+
+def _pages(urls: dict[str, str], trace: Trace, count: int, interval: float,
+           clock: Clock = REAL_TIME) -> list:
+    """``count`` clients of each page technique, named by their role (pollers on ``clock``)."""
     clients = []
     for k in range(1, count + 1):
         clients += [
-            PollingClient(urls["polling"], trace=trace, name=f"poller-{k}", interval=interval),
+            PollingClient(urls["polling"], trace=trace, name=f"poller-{k}", interval=interval,
+                          clock=clock),
             LongPollingClient(urls["long-polling"], trace=trace, name=f"long-poller-{k}"),
             SSEClient(urls["sse"], trace=trace, name=f"sse-page-{k}"),
             WebSocketClient(urls["websocket"], trace=trace, name=f"ws-page-{k}")]
@@ -177,9 +190,12 @@ def _held(server, trace: Trace, technique: str) -> int:
     return trace.count("connect", technique) - trace.count("disconnect", technique)
 
 
-def _push_frames(messages: list) -> int:
-    """Bytes of the frames a push service sent and the acks its devices sent back."""
-    return sum(m.frame_bytes + _ack_bytes(m.id) for m in messages if m.state == "acked")
+def _wait_held(servers: dict, trace: Trace, count: int) -> None:
+    """Until the held techniques' servers hold ``count`` pages each (at most 5 s)."""
+    for _ in range(500):
+        if all(_held(servers[n], trace, n) >= count for n in PAGES[1:]):
+            return
+        time.sleep(0.01)
 
 
 def same_feed(*, events: int = 12, rate: float = 8.0, interval: float = 0.5,
@@ -196,9 +212,7 @@ def same_feed(*, events: int = 12, rate: float = 8.0, interval: float = 0.5,
     trace, hub, feed = Trace(), Hub(name="the feed"), Feed(seed=seed)
     phones = tuple(f"phone-{k}" for k in range(1, receivers + 1))
     with contextlib.ExitStack() as stack:
-        servers = {name: stack.enter_context(serve(hub, trace=trace)) for name, serve in (
-            ("polling", serve_polling), ("long-polling", serve_long_polling),
-            ("sse", serve_sse), ("websocket", serve_websocket))}
+        servers = _serve_pages(stack, hub, trace)
         servers["webhook"] = stack.enter_context(serve_receiver(feed=feed, trace=trace))
         push, app, devices = stack.enter_context(_stage(phones, trace=trace))
         servers["webpush"] = push
@@ -210,10 +224,7 @@ def same_feed(*, events: int = 12, rate: float = 8.0, interval: float = 0.5,
             stack.enter_context(page)
         http = lab.run(lab.http_client)
         stack.callback(lab.run, http.close)
-        for _ in range(500):  # until every page is connected (at most 5 s)
-            if all(_held(servers[n], trace, n) >= receivers for n in PAGES[1:]):
-                break
-            time.sleep(0.01)
+        _wait_held(servers, trace, receivers)
         held = {name: _held(servers[name], trace, name) for name in TECHNIQUES}
         with Progress(events + closed, "the same events, six ways") as bar:
             _play(feed, events, rate, hub, app, devices, http, servers["webhook"], bar)
@@ -228,7 +239,7 @@ def same_feed(*, events: int = 12, rate: float = 8.0, interval: float = 0.5,
                 device.wait_for(events + closed)
             servers["webhook"].component.wait_for(events + closed)
             time.sleep(interval)  # a poll that could still come would have come by now
-        frames = _push_frames(push.component.messages())
+        frames = push_frames(push.component.messages())
     rows = {}
     for name in TECHNIQUES:
         delivered = before[name]
@@ -340,17 +351,42 @@ class Efficiency:
 
 
 def efficiency(*, seed: int = 1) -> Efficiency:
-    """Each page technique with one client, once with :data:`RARE` events, once :data:`FREQUENT`."""
-    requests: dict = {"rare": {}, "frequent": {}}
-    size: dict = {"rare": {}, "frequent": {}}
-    with Progress(2 * len(PAGES), "rare and frequent events") as bar:
+    """Each page technique with one client, once with :data:`RARE` events, once :data:`FREQUENT`.
+
+    In each case one hub feeds the four servers, each with its one client,
+    and the seeded events are played once for all four: one set-up and one
+    schedule per case, not one per technique. Each technique's requests and
+    bytes are its own, as ``run_clients(name, clients=1, seed=seed, **RARE)``
+    counts them (the exercises measure them that way).
+    """
+    requests, size = {}, {}
+    with Progress(2, "rare and frequent events") as bar:
         for case, options in (("rare", RARE), ("frequent", FREQUENT)):
-            for name in PAGES:
-                result = run_clients(name, clients=1, seed=seed, **options)
-                requests[case][name] = result.requests / result.deliveries
-                size[case][name] = result.bytes_per_event
-                bar.advance()
+            trace = _one_page_each(seed=seed, **options)
+            requests[case] = {name: trace.count("request", name) / trace.count("event", name)
+                              for name in PAGES}
+            size[case] = {name: trace.bytes_per_event(name) for name in PAGES}
+            bar.advance()
     return Efficiency(requests, size)
+
+
+def _one_page_each(*, events: int, rate: float, interval: float, seed: int,
+                   clock: Clock = REAL_TIME, schedule: str = "poisson") -> Trace:
+    """One page of each technique on one hub, ``events`` played once; every page got each."""
+    trace, hub, feed = Trace(), Hub(name="the feed"), Feed(seed=seed)
+    offsets = poisson(rate, count=events, seed=seed) if schedule == "poisson" \
+        else fixed_rate(rate, count=events)
+    with contextlib.ExitStack() as stack:
+        servers = _serve_pages(stack, hub, trace)
+        pages = _pages({n: s.endpoint_url for n, s in servers.items()}, trace, 1, interval,
+                       clock)
+        for page in pages:
+            stack.enter_context(page)
+        _wait_held(servers, trace, 1)
+        lab.run(play(feed, offsets, hub.publish, clock=clock))
+        for page in pages:
+            page.wait_for(events, timeout=clock.to_real(offsets[-1] + 2 * interval) + 10)
+    return trace
 
 
 # -- the notes' four examples --------------------------------------------------------------
@@ -406,12 +442,12 @@ def four_examples(*, seed: int = 1) -> Examples:
     """The notes' weather app, chat, cricket score and delivery alert, each run small.
 
     Weather: :data:`WEATHER` (latency given in the app's own time). Chat: long
-    polling, 2 people, 6 messages. Cricket: SSE, 3 viewers, a ball every 0.2 s.
-    Delivery alert: Web Push, 3 alerts to one phone.
+    polling, 2 people, 6 messages, 10 a second. Cricket: SSE, 3 viewers, a ball
+    every 0.1 s. Delivery alert: Web Push, 3 alerts to one phone.
     """
     runs = (("weather app", "polling", WEATHER),
-            ("simple chat", "long-polling", dict(clients=2, events=6, rate=4.0)),
-            ("cricket score", "sse", dict(clients=3, events=10, rate=5.0)))
+            ("simple chat", "long-polling", dict(clients=2, events=6, rate=10.0)),
+            ("cricket score", "sse", dict(clients=3, events=10, rate=10.0)))
     rows = {}
     with Progress(len(runs) + 1, "the notes' four examples") as bar:
         for product, name, options in runs:
@@ -432,7 +468,7 @@ def _alerts(count: int, seed: int) -> Example:
         for _ in range(count):
             app.send(phone.subscription_info, feed.make("order.update", OUT_FOR_DELIVERY))
         phone.wait_for(count)
-        frames = _push_frames(push.component.messages())
+        frames = push_frames(push.component.messages())
     size = trace.bytes_total("webpush") + frames
     p50, p99 = trace.latency_percentiles("webpush", (50, 99)).values()
     return Example("delivery alert", "webpush", p50, p99, size / trace.count("event", "webpush"))
@@ -482,13 +518,16 @@ def scaling_by_technique(clients: tuple[int, ...] = (1, 300), *, events: int = 3
     :func:`labkit.push.scale.scaling`: one ``run_clients`` per technique and count,
     ``load="process"``, so the server's CPU is the server's alone:
     ``events`` events at ``rate`` a second, polls every ``interval`` s.
-    Each run starts a Python process (about a second), so a lesson keeps
-    to two counts; ``bench/`` (``docs/benchmarks.md``) goes to 1,000 clients.
+    Memory is not measured (``memory=False``): tracing every allocation would
+    slow the server while the clients connect, and the lesson does not read
+    it. Each run starts a Python process (about half a second), so a lesson
+    keeps to two counts; ``bench/`` (``docs/benchmarks.md``) goes to 1,000
+    clients.
     """
     rows = {}
     with Progress(len(names), "1 to many clients") as bar:
         for name in names:
             rows[name] = scaling(name, clients, events=events, rate=rate, interval=interval,
-                                 load="process", seed=seed)
+                                 load="process", seed=seed, memory=False)
             bar.advance()
     return Scaling(rows)

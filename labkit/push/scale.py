@@ -17,23 +17,30 @@ second, or evenly spaced), waits until every client has every event or a
 bound passes, stops the clients, then the server, and measures:
 
 =====================  ======================================================================
-``requests``           HTTP requests the server received (a WebSocket's upgrade is one)
+``requests``           HTTP requests on the wire, set-up included (a WebSocket's upgrade is
+                       one)
 ``bytes``              wire bytes: every request and response, plus the WebSocket frames
-                       each ``disconnect`` record carries (``Trace.bytes_total``)
+                       each ``disconnect`` record carries (``Trace.bytes_total``), plus the
+                       push frames and acks a push service's devices exchanged
 ``peak_connections``   most TCP connections open to the server at once (from the kernel's
-                       table, ``/proc/net/tcp``; None where there is none). Every client
-                       here keeps one connection, polling ones too (keep-alive)
+                       table, ``/proc/net/tcp``; None where there is none, and for webhooks,
+                       whose receivers nobody connects to but the provider, once per
+                       delivery). Every page keeps one connection, polling ones too
+                       (keep-alive)
 ``peak_held``          most requests or sockets the server *held* at once: long polls
                        waiting, SSE streams, WebSockets (0 for polling)
 ``server_cpu``         CPU seconds of the lab thread while the events were delivered
-                       (``time.thread_time`` there): the server alone with ``load="process"``;
+                       (``time.thread_time`` there; for Web Push, plus the application
+                       server's own thread): the server alone with ``load="process"``;
                        with ``load="inline"`` the clients run on that thread too, so it is
                        the server *and* the clients
 ``client_cpu``         with ``load="process"``: CPU seconds of the load process's lab thread
 ``memory``             bytes of Python memory the process took while the clients connected
                        (``tracemalloc``, on only then, so it does not slow what is timed):
                        what N idle connections hold; the server's alone with
-                       ``load="process"``, the server's and the clients' inline
+                       ``load="process"``, the server's and the clients' inline. None with
+                       ``memory=False``: tracing every allocation slows the connecting
+                       (a long-polling server takes 300 clients about three times slower)
 ``latency``            percentiles 50, 90, 99 of publish-to-receipt latency, in seconds
 ``delivered``          distinct events each client got, by client name
 =====================  ======================================================================
@@ -57,6 +64,26 @@ Each technique is one row of a table (:data:`SETUPS`: how to make its
 server component and a client, what the server holds, when a client is
 ready, how many events it has); SSE uses :mod:`labkit.push.sse` as it is.
 
+Two techniques have clients that are not pages, and a server side that
+sends:
+
+=============  =================================================================================
+``webhook``    :class:`WebhookProvider`: each client is a webhook receiver
+               (:class:`~labkit.webhooks.receiver.WebhookReceiver`, verifying Standard
+               Webhooks signatures) on its own port, which subscribes with ``POST /hooks``;
+               the kit's :class:`~labkit.webhooks.sender.Sender` POSTs each event to each
+               receiver. Latency: event made -> the receiver's handler has it
+``webpush``    :class:`WebPushSite`: each client is a phone (:class:`~labkit.push.webpush.Device`)
+               that subscribes at the push service, connects, and hands its subscription to
+               the site's :class:`~labkit.push.webpush.AppServer`, which sends each event to
+               each phone with pywebpush. Latency: event made -> the phone decrypted it
+=============  =================================================================================
+
+Their clients reach the server side within this process (``site`` in
+:class:`Setup`), so they run with ``load="inline"`` only. Their modules
+(pywebpush, the webhook sender and receiver) are imported on first use, so
+a load process and the ``labkit`` command start without them.
+
 Each client holds one socket, and inline its server end is a second one:
 a run raises the process's soft limit on open files when it needs more
 (within the hard limit, or it says so before starting).
@@ -68,34 +95,39 @@ a script, never from the lab loop (they wait for it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import math
-import os
 import random
 import re
 import resource
 import socket
 import struct
 import subprocess
-import sys
 import time
+import threading
 import tracemalloc
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Callable, Iterable, NamedTuple
 
-from labkit import lab, techniques
+from labkit import children, lab, techniques
 from labkit.clock import REAL_TIME, Clock
-from labkit.errors import LabkitError, UnknownTechniqueError, UsageError, WaitTimeout
+from labkit.endpoints import BodyHandler, NotFound
+from labkit.errors import (DeviceError, HubClosedError, LabkitError, RejectedError,
+                           UnknownTechniqueError, UsageError, WaitTimeout)
 from labkit.feed import Feed, fixed_rate, play, poisson
 from labkit.hub import Hub
 from labkit.push.polling import LongPollingClient, LongPollingServer, PollingClient, PollingServer
 from labkit.push.sse import SSEClient, SSEStream
 from labkit.push.websocket import WebSocketClient, WebSocketServer
 from labkit.trace import Record, Trace
+from labkit.wire import CLIENT_HEADER, annotate
 
 __all__ = ["ScaleResult", "run_clients", "scaling", "SETUPS", "Setup", "BATCH",
-           "MAX_CLIENTS"]
+           "MAX_CLIENTS", "WebhookProvider", "WebPushSite", "WEBHOOK_SECRET", "push_frames"]
 
 BATCH = 100
 """Clients started together; the next group starts once these are ready."""
@@ -122,6 +154,307 @@ class Setup(NamedTuple):
     """Whether the server holds every ready client (then the run waits for all of them)."""
     start: Callable[[Any], None] = lambda client: client.start()
     """Starts a client, called on the lab loop."""
+    site: bool = False
+    """Whether a client is handed the served component (``options["site"]``): a webhook
+    receiver or a phone is not a page of the server but a party the server side must
+    know; the hand-over is in this process, so such a technique runs ``load="inline"``."""
+    cpu: Callable[[Any], float] = lambda component: 0.0
+    """CPU seconds the component has spent off the lab thread so far."""
+    untraced: Callable[[Any], int] = lambda component: 0
+    """Wire bytes the trace has no record of (a push service's frames to its devices)."""
+    connections: bool = True
+    """Whether clients connect to the served port (a webhook's receivers are connected to)."""
+
+
+# -- the two techniques whose server side sends: webhooks and Web Push --------------------
+
+WEBHOOK_SECRET = "whsec_bGFia2l0IHNjYWxlIHJ1bnM6IGEgZGVtbyBzZWNyZXQ="
+"""The secret the provider signs with and every receiver verifies (Standard Webhooks)."""
+
+
+class _Fanout:
+    """A task on the lab loop that hands every item of ``hub`` to ``send``, from its start."""
+
+    def __init__(self, hub: Hub, send: Callable[[Any], None]):
+        self.hub, self.send = hub, send
+        self.task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        """Start it if it is not running (on the lab loop)."""
+        if self.task is None:
+            self.task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        cursor = self.hub.last_id
+        with contextlib.suppress(HubClosedError):
+            while True:
+                items = await self.hub.wait(cursor, None)
+                cursor = items[-1].id
+                for item in items:
+                    self.send(item.data)
+
+    async def aclose(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+
+
+class WebhookProvider:
+    """A webhook provider for :func:`run_clients`: receivers subscribe, every event goes to each.
+
+    ``POST /hooks`` with ``{"url": "<receiver URL>"}`` subscribes a receiver
+    (as GitHub's "create a webhook" API does; answered 201 ``{"id": n}``).
+    Every hub item is then POSTed to every subscribed URL by the kit's
+    :class:`~labkit.webhooks.sender.Sender`, signed by
+    :class:`~labkit.webhooks.providers.StandardWebhooksProvider` with
+    :data:`WEBHOOK_SECRET`, without retries (a failure is a ``drop``
+    record, and the run reports the event undelivered). It holds no
+    connection: each delivery opens its own. :meth:`find` gives a receiver
+    the event behind a delivery id, for its latency.
+    """
+
+    technique = "webhook"
+    path = "/hooks"
+
+    def __init__(self, hub: Hub):
+        from labkit.webhooks.providers import StandardWebhooksProvider
+        self.trace: Trace | None = None
+        self.urls: list[str] = []
+        self.provider = StandardWebhooksProvider(WEBHOOK_SECRET)
+        self._senders: list = []
+        """One per change of the receivers: each sends to every URL subscribed when it began."""
+        self._covers = 0
+        self._sent: dict[str, Any] = {}
+        self._fanout = _Fanout(hub, self._send)
+
+    def rules(self) -> list:
+        return [(self.path, _HookHandler, {"provider": self}),
+                (r".*", NotFound, {"routes": f"POST {self.path}"})]
+
+    def subscribe(self, url: str) -> int:
+        """Add a receiver's URL (on the lab loop); its number."""
+        self.urls.append(url)
+        self._fanout.start()
+        return len(self.urls)
+
+    def find(self, delivery_id: str | None) -> Any:
+        """The event sent with ``delivery_id`` (the provider's delivery id is the event's)."""
+        return self._sent.get(delivery_id)
+
+    def _send(self, event: Any) -> None:
+        from labkit.webhooks.backoff import NO_RETRY
+        from labkit.webhooks.sender import Sender
+        if self._covers != len(self.urls):
+            self._senders.append(Sender(self.provider, self.urls, policy=NO_RETRY,
+                                        trace=self.trace, client="provider"))
+            self._covers = len(self.urls)
+        self._sent[self.provider.delivery_id(event)] = event
+        self._senders[-1].send(event)
+
+    async def aclose(self) -> None:
+        await self._fanout.aclose()
+        for sender in self._senders:
+            await sender.aclose()
+
+
+class _HookHandler(BodyHandler):
+    """``POST /hooks``: a receiver subscribes (see :class:`WebhookProvider`)."""
+
+    max_body = 4096
+
+    def initialize(self, provider: WebhookProvider) -> None:
+        self.provider = provider
+
+    def post(self) -> None:
+        try:
+            try:
+                url = json.loads(self.text())["url"]
+                if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+                    raise ValueError(url)
+            except (ValueError, KeyError, TypeError):
+                raise RejectedError("bad_hook", 'send {"url": "http://<the receiver>"}',
+                                    status=400) from None
+        except RejectedError as exc:
+            return self.refuse(exc)
+        number = self.provider.subscribe(url)
+        annotate(self, detail=f"hook {number}: {url}")
+        self.answer(201, {"id": number})
+
+
+class _Subscriber:
+    """A webhook receiver (the kit's, verifying signatures) that subscribes at a provider."""
+
+    def __init__(self, url: str, name: str, trace: Trace, site: WebhookProvider):
+        self.url, self.name, self.trace, self.site = url, name, trace, site
+        self.ready = False
+        self.delivered = 0
+        self.failure: str | None = None
+        self.server: lab.Server | None = None
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._subscribe())
+
+    async def _subscribe(self) -> None:
+        from labkit.webhooks.receiver import WebhookReceiver
+        from labkit.webhooks.signatures import StandardWebhooksSignature
+        receiver = WebhookReceiver([StandardWebhooksSignature(WEBHOOK_SECRET)],
+                                   process=self._received)
+        self.server = lab.serve(receiver, trace=self.trace)
+        http = lab.http_client(1)
+        try:
+            answer = await http.fetch(self.url, method="POST", raise_error=False,
+                                      body=json.dumps({"url": self.server.endpoint_url}),
+                                      headers={"Content-Type": "application/json",
+                                               CLIENT_HEADER: self.name})
+        except OSError as exc:
+            self.failure = f"cannot reach the provider: {exc}"
+            return
+        finally:
+            http.close()
+        if answer.code != 201:
+            self.failure = f"the provider answered {answer.code}: {answer.body[:200]!r}"
+            return
+        self.ready = True
+
+    def _received(self, delivery: Any) -> None:
+        event = self.site.find(delivery.id)
+        if event is not None:  # one call per delivery id: the receiver drops repeats
+            self.delivered += 1
+            self.trace.delivered(event, technique="webhook", client=self.name,
+                                 bytes=len(delivery.body), detail=f"delivery {delivery.id}")
+
+    async def astop(self) -> None:
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self.server is not None:
+            await self.server.astop()
+
+
+class WebPushSite:
+    """Web Push for :func:`run_clients`: the push service, and the site's application server.
+
+    Serves :class:`~labkit.push.webpush.PushService` as it is. Beside it, the
+    :class:`~labkit.push.webpush.AppServer` (pywebpush) sends every hub item
+    to every phone that handed it its subscription (:meth:`add`), one
+    encrypted POST per phone and event, from :attr:`threads` threads of its
+    own (pywebpush blocks on each POST); :attr:`cpu` is their CPU. A push the
+    service refused or
+    could not take is a ``drop`` record of ``app-server``. The phones' frames
+    and acks are not in the trace: :meth:`frame_bytes` counts them from what
+    the service kept.
+    """
+
+    technique = "webpush"
+    threads = 4
+    """Pushes in flight at once: one thread would wait out each POST's round trip."""
+
+    def __init__(self, hub: Hub):
+        from labkit.push.webpush import AppServer, PushService
+        self.service = PushService()
+        self.app = AppServer(name="app-server")
+        self.key = self.app.application_server_key
+        self.cpu = 0.0
+        self._cpu_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="labkit-app-server")
+        self._fanout = _Fanout(hub, self._send)
+
+    @property
+    def trace(self) -> Trace | None:
+        return self.service.trace
+
+    @trace.setter
+    def trace(self, trace: Trace | None) -> None:
+        self.service.trace = trace
+
+    @property
+    def connected(self) -> int:
+        """Phones connected to the push service now."""
+        return self.service.connected
+
+    def rules(self) -> list:
+        return self.service.rules()
+
+    def attached(self, server: lab.Server) -> None:
+        self.service.attached(server)
+
+    def add(self, subscription: dict) -> None:
+        """A phone's page hands over its subscription (on the lab loop)."""
+        self.app.add(subscription)
+        self._fanout.start()
+
+    def _send(self, event: Any) -> None:
+        for subscription in self.app.subscriptions:
+            self._pool.submit(self._post, subscription, event)
+
+    def _post(self, subscription: dict, event: Any) -> None:
+        """One push, on one of the application server's threads."""
+        before = time.thread_time()
+        try:
+            result = self.app.send(subscription, event, ttl=60)
+            why = "" if result.ok else f"{result.status}: {result.error}"
+        except LabkitError as exc:
+            why = str(exc)
+        finally:
+            with self._cpu_lock:
+                self.cpu += time.thread_time() - before
+        if why:
+            self.trace.add("drop", technique=self.technique, client=self.app.name,
+                           event_id=event.id, detail=f"not pushed to a phone: {why}")
+
+    def frame_bytes(self) -> int:
+        """Bytes of the push frames the phones acknowledged, and of their acks."""
+        return push_frames(self.service.messages())
+
+    async def aclose(self) -> None:
+        await self._fanout.aclose()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        await asyncio.get_running_loop().run_in_executor(None, self._pool.shutdown)
+        self.app.close()
+        await self.service.aclose()
+
+
+def push_frames(messages: Iterable[Any]) -> int:
+    """Bytes of the frames that brought a push service's acknowledged messages (its
+    :class:`~labkit.push.webpush.PushMessage` list) to their devices, and of the acks."""
+    from labkit.push.webpush import protocol
+    return sum(m.frame_bytes + protocol.frame_size(len(protocol.ack_frame(m.id).encode()),
+                                                   masked=True)
+               for m in messages if m.state == "acked")
+
+
+class _Phone:
+    """A phone for :class:`WebPushSite`: subscribes, connects, hands the site its subscription."""
+
+    def __init__(self, url: str, name: str, trace: Trace, site: WebPushSite):
+        from labkit.push.webpush import Device
+        self.site, self.name = site, name
+        self.device = Device(url, site.key, name=name, trace=trace)
+        self.ready = False
+        self.failure: str | None = None
+        self._task: asyncio.Task | None = None
+
+    @property
+    def delivered(self) -> int:
+        return len(self.device.received)
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._subscribe())
+
+    async def _subscribe(self) -> None:
+        try:  # Device.subscribe() and online() wait for the lab loop: their coroutines here
+            await self.device._subscribe()
+            await self.device._connect()
+        except DeviceError as exc:
+            self.failure = str(exc)
+            return
+        self.site.add(self.device.subscription_info)
+        self.ready = True
+
+    async def astop(self) -> None:
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.device._close()
 
 
 SETUPS: dict[str, Setup] = {
@@ -146,6 +479,16 @@ SETUPS: dict[str, Setup] = {
         lambda hub, o: WebSocketServer(hub),
         lambda url, name, trace, o: WebSocketClient(url, name=name, trace=trace, after=0),
         lambda server: server.connected, lambda c: c.ready, lambda c: c.delivered, True),
+    "webpush": Setup(
+        lambda hub, o: WebPushSite(hub),
+        lambda url, name, trace, o: _Phone(url, name, trace, o["site"]),
+        lambda site: site.connected, lambda c: c.ready, lambda c: c.delivered, True,
+        site=True, cpu=lambda site: site.cpu, untraced=lambda site: site.frame_bytes()),
+    "webhook": Setup(
+        lambda hub, o: WebhookProvider(hub),
+        lambda url, name, trace, o: _Subscriber(url, name, trace, o["site"]),
+        lambda provider: 0, lambda c: c.ready, lambda c: c.delivered, False,
+        site=True, connections=False),
 }
 """One row per technique :func:`run_clients` can simulate; a new technique is one more row."""
 
@@ -167,7 +510,7 @@ class ScaleResult:
     peak_held: int
     server_cpu: float
     client_cpu: float | None
-    memory: int
+    memory: int | None
     latency: dict[float, float]
     wasted_share: float
     seconds: float
@@ -212,7 +555,8 @@ class ScaleResult:
 def run_clients(technique: str, clients: int = 10, *, events: int = 10, rate: float = 10.0,
                 seed: int = 0, interval: float = 1.0, hold: float = 20.0,
                 schedule: str = "poisson", clock: Clock | None = None, load: str = "inline",
-                timeout: float | None = None, payload: dict | None = None) -> ScaleResult:
+                timeout: float | None = None, payload: dict | None = None,
+                memory: bool = True) -> ScaleResult:
     """Serve ``technique``, run ``clients`` clients, deliver ``events`` events; measure it.
 
     ``rate``: events per second (of ``clock``); ``schedule``: ``"poisson"``
@@ -223,6 +567,7 @@ def run_clients(technique: str, clients: int = 10, *, events: int = 10, rate: fl
     or ``"process"`` (see the module docstring). ``timeout``: the bound on
     the whole delivery, in real seconds (by default the schedule's length
     plus two intervals plus 10 s). ``payload``: what each event carries.
+    ``memory``: False to skip measuring memory (and its cost).
     """
     setup = _setup(technique)
     count = _whole(clients, "clients", 1, MAX_CLIENTS)
@@ -232,6 +577,9 @@ def run_clients(technique: str, clients: int = 10, *, events: int = 10, rate: fl
     if load not in ("inline", "process"):
         raise UsageError(f"load is 'inline' (clients on the lab loop) or 'process' (clients in "
                          f"a separate process), got {load!r}")
+    if load == "process" and setup.site:
+        raise UsageError(f"{technique} runs with load='inline' only: its clients hand the "
+                         f"server side what it needs to reach them, within this process")
     if clock is not None and not isinstance(clock, Clock):
         raise UsageError(f"clock must be a labkit.clock.Clock, got {clock!r}")
     clock = clock if clock is not None else REAL_TIME
@@ -252,24 +600,25 @@ def run_clients(technique: str, clients: int = 10, *, events: int = 10, rate: fl
     trace = server.trace
     peaks = _Peaks(setup, server)
     load_run = (_InlineLoad if load == "inline" else _ProcessLoad)(
-        technique, server.endpoint_url, specs, options, total, trace)
+        technique, server.endpoint_url, specs,
+        dict(options, site=server.component) if setup.site else options, total, trace)
     playing = None
-    memory = _Memory()
+    taken = _Memory() if memory else contextlib.nullcontext()
     try:
-        with memory:
+        with taken:
             load_run.start(bound)
             if setup.holds:
                 _until(lambda: setup.held(server.component) >= count, bound,
                        lambda: f"the server holds only {setup.held(server.component)} of "
                                f"{count} clients")
         peaks.sample(force=True)
-        cpu_before = lab.run(time.thread_time)
+        cpu_before = lab.run(time.thread_time) + setup.cpu(server.component)
         started = time.monotonic()
         playing = lab.submit(play(Feed(seed=seed), offsets, hub.publish, clock=clock,
                                   payload=payload))
         load_run.deliver(lambda: playing.done(), started + bound, peaks)
         seconds = time.monotonic() - started
-        server_cpu = lab.run(time.thread_time) - cpu_before
+        server_cpu = lab.run(time.thread_time) + setup.cpu(server.component) - cpu_before
         peaks.sample(force=True)
     finally:
         if playing is not None and not playing.done():
@@ -282,9 +631,10 @@ def run_clients(technique: str, clients: int = 10, *, events: int = 10, rate: fl
     return ScaleResult(
         technique=technique, clients=count, events=total, load=load, trace=trace,
         delivered=_delivered(trace, technique, [name for name, _ in specs]),
-        requests=trace.count("request", technique), bytes=trace.bytes_total(technique),
+        requests=trace.count("request", technique),
+        bytes=trace.bytes_total(technique) + setup.untraced(server.component),
         peak_connections=peaks.connections, peak_held=peaks.held, server_cpu=server_cpu,
-        client_cpu=load_run.cpu, memory=memory.taken,
+        client_cpu=load_run.cpu, memory=taken.taken if memory else None,
         latency=trace.latency_percentiles(technique, (50, 90, 99)),
         wasted_share=trace.wasted_share(technique), seconds=seconds)
 
@@ -367,8 +717,10 @@ class _ProcessLoad:
     """The clients on the lab loop of a separate Python process, which sends its records back.
 
     The process is started with ``python -c`` (not ``multiprocessing``, which
-    would run a script's main module again in the child) and talks over a
-    socket pair with :class:`multiprocessing.connection.Connection` framing.
+    would run a script's main module again in the child) by
+    :func:`labkit.children.start`, so it dies with this process however this
+    one ends (a kernel restart, SIGKILL), and talks over a socket pair with
+    :class:`multiprocessing.connection.Connection` framing.
     """
 
     def __init__(self, technique: str, url: str, specs: list, options: dict, events: int,
@@ -384,14 +736,11 @@ class _ProcessLoad:
     def start(self, seconds: float) -> None:
         ours, theirs = socket.socketpair()
         with ours, theirs:
-            package = str(Path(__file__).resolve().parents[2])
-            path = os.pathsep.join(p for p in (package, os.environ.get("PYTHONPATH")) if p)
-            self.process = subprocess.Popen(
-                [sys.executable, "-c", f"from labkit.push.scale import _load_main; "
-                                       f"_load_main({theirs.fileno()})"],
+            self.process = children.start(
+                ["-c", f"from labkit.push.scale import _load_main; "
+                       f"_load_main({theirs.fileno()})"],
                 pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                env=dict(os.environ, PYTHONPATH=path))
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             self.pipe = Connection(ours.detach())
         self.pipe.send(dict(self.spec, seconds=seconds))
         self._receive("ready", seconds + 30.0)  # + the time to start Python and import
@@ -523,6 +872,8 @@ class _Peaks:
         self.connections: int | None = None
         self._last = 0.0
         self._pattern: re.Pattern | None = None
+        if not setup.connections:
+            return  # no client connects to the server: None, not a misleading 0
         try:  # the kernel writes an IPv4 address as one little-endian hex word
             local = "%08X" % struct.unpack("<I", socket.inet_aton(server.host))[0]
             self._pattern = re.compile(

@@ -212,6 +212,11 @@ class PushService:
 
     # -- reading, from anywhere ------------------------------------------------------
 
+    @property
+    def connected(self) -> int:
+        """How many subscriptions have their device connected now (the connections it holds)."""
+        return sum(1 for sub in list(self._by_resource.values()) if sub.channel is not None)
+
     def messages(self) -> list[PushMessage]:
         """Copies of the messages accepted so far (the last ``history``), oldest first."""
         with self._changed:
