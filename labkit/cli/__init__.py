@@ -19,10 +19,12 @@ command                                                what it does
                                                        until Ctrl-C: ``receiver``, ``inspector``,
                                                        ``sse``, ``polling``, ``long-polling``,
                                                        ``websocket``, ``push-service``
+``labkit grade submissions/*.ipynb --csv grades.csv``  run students' notebooks, a table of each
+                                                       exercise's outcome; ``--solutions``
 =====================================================  ==========================================
 
 ``labkit COMMAND --help`` explains each, with examples
-(:mod:`labkit.cli.experiments`, :mod:`labkit.cli.serving`).
+(:mod:`labkit.cli.experiments`, :mod:`labkit.cli.serving`, :mod:`labkit.cli.grading`).
 
 Exit status:
 
@@ -64,7 +66,7 @@ class _Parser(argparse.ArgumentParser):
 
 def parser() -> argparse.ArgumentParser:
     """The whole command line: every command and its options."""
-    from labkit.cli import experiments, serving
+    from labkit.cli import experiments, grading, serving
     top = _Parser(prog="labkit", formatter_class=argparse.RawDescriptionHelpFormatter,
                   description="Experiments and servers of labkit, from a terminal.",
                   epilog="examples:\n"
@@ -75,6 +77,7 @@ def parser() -> argparse.ArgumentParser:
     commands = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
     experiments.add_commands(commands)
     serving.add_commands(commands)
+    grading.add_commands(commands)
     return top
 
 

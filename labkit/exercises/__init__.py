@@ -24,6 +24,17 @@ repository, so a student does not meet them by accident; the test suite
 proves that every reference answer passes its check and that every check
 refuses the typical wrong answers.
 
+Grading: when the environment variable ``LABKIT_GRADE_LOG`` names a file,
+``check`` also appends one JSON line per call to it, what it decided::
+
+    {"exercise": "03.2", "outcome": "not yet", "detail": "the answer is the raw body ..."}
+
+(``outcome`` is ``right``, ``not yet``, ``not attempted`` or ``error``: the
+check itself raised something else, such as a student's function that
+fails when called). ``labkit grade`` (:mod:`labkit.exercises.grading`) sets
+it for the kernel that runs a submission, so it reads outcomes rather than
+scraping printed text. Unset, ``check`` writes nothing.
+
 Writing a check::
 
     @exercise("04.2", "Pick the jitter that spreads retries the most")
@@ -38,15 +49,20 @@ Writing a check::
 from __future__ import annotations
 
 import importlib
+import json
+import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from labkit.errors import ExerciseNotYet, LabkitError
 
-__all__ = ["check", "exercise", "NotYet", "Exercise", "registered", "TODO"]
+__all__ = ["check", "exercise", "NotYet", "Exercise", "registered", "TODO", "GRADE_LOG"]
 
 TODO = ...
 """What an answer is before the student writes one (``answer = ...``)."""
+
+GRADE_LOG = "LABKIT_GRADE_LOG"
+"""Environment variable: a file to which :func:`check` appends a JSON line per outcome."""
 
 _LESSONS = ("lesson00", "lesson01", "lesson02", "lesson03", "lesson04", "lesson05",
             "lesson06", "lesson07", "lesson08", "lesson09")
@@ -124,15 +140,30 @@ def check(exercise_id: str, answer: Any = TODO, *, quiet: bool = False) -> bool 
     try:
         reason = item.check(attempted(answer))
     except _NotAttempted:
+        _record(item.id, "not attempted")
         _say(quiet, f"Exercise {item.id} ({item.title}): not attempted yet. Replace the ... "
                     f"with your answer and run this cell again.")
         return None
     except NotYet as wrong:
+        _record(item.id, "not yet", wrong.problem)
         hint = f"\nHint: {wrong.hint}" if wrong.hint else ""
         raise ExerciseNotYet(f"Exercise {item.id} ({item.title}) is not right yet: "
                              f"{wrong.problem}{hint}") from None
+    except Exception as failed:  # the check could not decide: say so to a grader, then raise
+        _record(item.id, "error", f"{type(failed).__name__}: {failed}")
+        raise
+    _record(item.id, "right")
     _say(quiet, f"Exercise {item.id} ({item.title}): right. {reason}")
     return True
+
+
+def _record(exercise_id: str, outcome: str, detail: str = "") -> None:
+    """Append the outcome to ``$LABKIT_GRADE_LOG`` as one JSON line, when it is set."""
+    path = os.environ.get(GRADE_LOG)
+    if path:
+        line = json.dumps({"exercise": exercise_id, "outcome": outcome, "detail": detail})
+        with open(path, "a", encoding="utf-8") as log:
+            log.write(line + "\n")
 
 
 def _say(quiet: bool, line: str) -> None:
