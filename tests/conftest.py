@@ -16,15 +16,21 @@ TEST_REDIS_URL = "LABKIT_TEST_REDIS_URL"
 @pytest.fixture(params=["embedded", "real"])
 def redis_url(request):
     """Each broker a Redis test runs against: the embedded one (fakeredis, in this
-    process) and the real server at ``$LABKIT_TEST_REDIS_URL``.
-
-    Without that variable the real-server case is skipped on a developer's
-    machine, but fails in CI (``CI`` set), so a CI run can never pass
-    without having talked to a real Redis.
-    """
+    process) and the real server (:func:`real_redis_url`)."""
     if request.param == "embedded":
         from labkit.redis_queue import EMBEDDED
         return EMBEDDED
+    return request.getfixturevalue("real_redis_url")
+
+
+@pytest.fixture
+def real_redis_url():
+    """The real Redis server at ``$LABKIT_TEST_REDIS_URL``.
+
+    Without that variable the test is skipped on a developer's machine, but
+    fails in CI (``CI`` set), so a CI run can never pass without having
+    talked to a real Redis.
+    """
     url = os.environ.get(TEST_REDIS_URL, "").strip()
     if url:
         return url

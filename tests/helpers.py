@@ -125,3 +125,22 @@ def requests_in_trace(race, state, deadline=5.0):
                 time.monotonic() > end:
             return counts
         time.sleep(0.05)
+
+
+def assert_event_source_resumes(race, page):
+    """Drop the page's SSE stream as a network would; the browser's ``EventSource``
+    reconnects with ``Last-Event-ID`` and, like every other panel, misses nothing."""
+    race.publish(10, every=0.01)
+    until_every_panel_has(page, 10)
+    assert race.sse.end() == 1
+    race.publish(10, every=0.01)
+    state = until_every_panel_has(page, 20)
+    for key in PANELS:
+        assert state[key]["events"] == list(range(1, 21)), key
+    connects = race.trace.records("connect", "sse")
+    assert [c.detail for c in connects] == ["from now (after id 0)",
+                                            "resuming after id 10"]  # Last-Event-ID sent
+    page.evaluate("window.labkitStop()")
+    assert state["sse"]["requests"] == 2
+    assert requests_in_trace(race, state)["sse"] == 2, "the trace saw the same two streams"
+    page.close()

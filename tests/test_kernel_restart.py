@@ -4,7 +4,7 @@ Each test starts a kernel of the venv with ``jupyter_client`` (IPC sockets
 in ``tmp_path``, its own IPython directory), and runs in it what the
 lessons run: two :class:`~labkit.experiments.processes.ServerProcess`
 servers (child processes, each listening on two loopback ports, sharing a
-real ``redis-server`` this test starts), an SSE server in the kernel
+real Redis: the one ``make test`` starts, ``real_redis_url`` in conftest), an SSE server in the kernel
 itself, and then, in a cell left running, ``run_clients(...,
 load="process")`` (a load-generator child process against a server in the
 kernel). While that run is under way the kernel is ended:
@@ -23,8 +23,7 @@ process whose command line holds this test's unique stream name runs (the
 kernel's own command line holds another marker, its runtime directory), and
 every port the old kernel and its children listened on (all on 127.0.0.1,
 all ephemeral: checked before the end) refuses a connection. Cleanup kills
-only what the test started (redis-server, leftovers of its own kernel), by
-PID.
+only what the test started (leftovers of its own kernel), by PID.
 
 In the states reached here the children would also end without
 :mod:`labkit.children` (they read their command channel, and its end of
@@ -35,10 +34,8 @@ kernel, the kit's real children, every way a kernel ends.
 
 import json
 import os
-import shutil
 import signal
 import socket
-import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -47,7 +44,7 @@ import psutil
 import pytest
 from jupyter_client.manager import KernelManager
 
-from helpers import needs, settle
+from helpers import settle
 
 SERVERS = """
 import json
@@ -67,42 +64,13 @@ run_clients("long-polling", clients=20, events=60, rate=1.0, schedule="fixed", l
 """
 
 
-@pytest.fixture(scope="module")
-def redis_url():
-    """A redis-server of this module's own on a free loopback port, stopped by its PID."""
-    if shutil.which("redis-server") is None:
-        needs("redis-server is not installed (apt-get install redis-server): the server "
-              "processes of the kernel share one")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                               "--save", "", "--appendonly", "no"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        settle(lambda: _answers(port), "redis-server answering", 10)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        server.terminate()
-        server.wait(10)
-
-
-def _answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
 @pytest.fixture
-def kernel(tmp_path, redis_url):
+def kernel(tmp_path, real_redis_url):
     """A kernel manager and client on an isolated runtime directory; its family cleaned up."""
     marker = f"labkit-kernel-test-{uuid.uuid4().hex[:12]}"
     runtime = tmp_path / marker
     runtime.mkdir()
-    env = dict(os.environ, LABKIT_REDIS_URL=redis_url, JUPYTER_RUNTIME_DIR=str(runtime),
+    env = dict(os.environ, LABKIT_REDIS_URL=real_redis_url, JUPYTER_RUNTIME_DIR=str(runtime),
                IPYTHONDIR=str(tmp_path / "ipython"), MPLCONFIGDIR=str(tmp_path / "mpl"))
     manager = KernelManager(kernel_name="python3", transport="ipc")
     manager.connection_file = str(runtime / "kernel.json")

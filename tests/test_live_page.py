@@ -13,7 +13,8 @@ import urllib.request
 
 import pytest
 
-from helpers import PANELS, chromium, open_race, requests_in_trace, until_every_panel_has
+from helpers import (PANELS, assert_event_source_resumes, chromium, open_race,
+                     requests_in_trace, until_every_panel_has)
 
 from labkit.errors import LabkitError, UsageError
 from labkit.live import LiveRace
@@ -120,21 +121,7 @@ def test_every_event_reaches_every_panel_and_the_counts_match_the_trace(browser)
 
 def test_event_source_reconnects_with_last_event_id_and_misses_nothing(browser):
     with LiveRace(every=0.1, retry=500) as race:
-        page = _open(browser, race)
-        race.publish(10, every=0.01)
-        until_every_panel_has(page, 10)
-        assert race.sse.end() == 1  # the stream drops, as a network would drop it
-        race.publish(10, every=0.01)
-        state = until_every_panel_has(page, 20)
-        for key in PANELS:
-            assert state[key]["events"] == list(range(1, 21)), key
-        connects = race.trace.records("connect", "sse")
-        assert [c.detail for c in connects] == ["from now (after id 0)",
-                                                "resuming after id 10"]
-        page.evaluate("window.labkitStop()")
-        assert state["sse"]["requests"] == 2
-        assert requests_in_trace(race, state)["sse"] == 2
-        page.close()
+        assert_event_source_resumes(race, _open(browser, race))
 
 
 def test_every_panel_resumes_when_the_server_is_served_again_on_the_same_port(browser):

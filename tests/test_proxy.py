@@ -31,8 +31,8 @@ from importlib.util import find_spec
 import pytest
 import requests
 
-from helpers import (PANELS, chromium, needs, open_race, requests_in_trace,
-                     until_every_panel_has)
+from helpers import (PANELS, assert_event_source_resumes, chromium, needs, open_race,
+                     requests_in_trace, until_every_panel_has)
 
 from labkit import links
 from labkit.live import LiveRace
@@ -230,21 +230,7 @@ def test_every_panel_gets_every_event_through_the_proxy(browser, proxied):
 
 def test_a_dropped_event_source_resumes_through_the_proxy_and_misses_nothing(browser, proxied):
     with LiveRace(every=0.1, retry=500) as race:
-        page = open_race(browser, _login(race.url))
-        race.publish(10, every=0.01)
-        until_every_panel_has(page, 10)
-        assert race.sse.end() == 1
-        race.publish(10, every=0.01)
-        state = until_every_panel_has(page, 20)
-        for key in PANELS:
-            assert state[key]["events"] == list(range(1, 21)), key
-        connects = race.trace.records("connect", "sse")
-        assert [c.detail for c in connects] == ["from now (after id 0)",
-                                                "resuming after id 10"]  # Last-Event-ID passed
-        page.evaluate("window.labkitStop()")
-        assert state["sse"]["requests"] == 2
-        assert requests_in_trace(race, state)["sse"] == 2
-        page.close()
+        assert_event_source_resumes(race, open_race(browser, _login(race.url)))
 
 
 @pytest.mark.parametrize("route", ["direct", "proxied"])
