@@ -136,6 +136,10 @@ def test_compare_runs_all_six_techniques_in_one_table_with_footnotes(tmp_path):
     for technique in ("webpush", "webhook"):
         events = [r for r in records if r["technique"] == technique and r["kind"] == "event"]
         assert len(events) == 8 and all(0 < r["latency"] < 5 for r in events)
+    # the phones' frames are on record (one disconnect each), as the WebSocket's are
+    frames = [r for r in records if r["technique"] == "webpush" and r["kind"] == "disconnect"]
+    assert len(frames) == 2 and all(r["bytes"] > 0 for r in frames)
+    assert "record of" not in notes
     assert "<svg" in chart.read_text()
 
 

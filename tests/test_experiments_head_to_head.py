@@ -20,6 +20,10 @@ def test_the_same_events_reach_every_receiver_and_only_web_push_and_webhooks_rea
     assert [race.rows[n].closed for n in ("polling", "long-polling", "sse", "websocket")] == \
         [0, 0, 0, 0]
     assert race.trace.count("request", "sse") == 1 and race.rows["sse"].held == 1
+    # Web Push's bytes are the trace's, its phone's frames included (on its disconnect record)
+    (phone,) = race.trace.records(kind="disconnect", technique="webpush")
+    assert phone.bytes > 0 and phone.events == 5  # 3 pushes with the page open, 2 after
+    assert race.rows["webpush"].bytes == race.trace.bytes_per_event("webpush")
     assert race.rows["polling"].held == 0
     assert lab.running_servers() == []
 

@@ -172,11 +172,15 @@ def test_web_push_phones_subscribe_once_and_every_push_frame_is_in_the_bytes():
     shop = [r for r in trace.records(kind="response") if r.client == "app-server"]
     assert len(shop) == 12 and all(r.status == 201 for r in shop)
     assert result.requests == 6 + 12
-    # the frames are what the trace lacks, and bytes adds them: each carries its message's
-    # ciphertext in base64, so they are more than the ciphertexts the phones decrypted
+    # the push service wrote each phone's frames on its disconnect: each push frame carries
+    # its message's ciphertext in base64, so they are more than the ciphertexts decrypted
     events = trace.records(kind="event")
-    frames = result.bytes - trace.bytes_total("webpush")
+    disconnects = trace.records(kind="disconnect")
+    assert sorted(r.client for r in disconnects) == sorted({r.client for r in phones})
+    frames = sum(r.bytes for r in disconnects)
     assert frames > sum(r.bytes for r in events) * 4 / 3 > 0
+    http = sum(r.bytes for r in trace.records() if r.kind in ("request", "response"))
+    assert result.bytes == trace.bytes_total("webpush") == http + frames
     assert result.peak_held == 3
     assert result.server_cpu > 0  # the push service's, and pywebpush's own thread
     assert all(0 < r.latency < 5 for r in events)

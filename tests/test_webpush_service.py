@@ -9,6 +9,7 @@ import base64
 import json
 import os
 import socket
+import struct
 import time
 
 import pytest
@@ -20,6 +21,8 @@ from pywebpush import WebPusher
 from labkit import lab
 from labkit.push.webpush import AppServer, Device, DeviceError, protocol, serve_push_service
 from labkit.push.webpush.crypto import HEADER_SIZE, b64url_encode, decrypt, public_key_bytes
+from labkit.push.websocket import frame_size
+from helpers import settle
 from test_webpush_vapid import hand_made
 
 
@@ -260,33 +263,116 @@ def test_a_push_without_payload_is_accepted_and_wakes_the_device(server, app, de
     assert push.data is None and push.ciphertext_bytes == 0
 
 
-def test_frame_bytes_match_what_a_raw_websocket_reads(server, app, device):
+def upgrade(server, device):
+    """A raw socket upgraded to ``device``'s connection at the service, the 101 read."""
     key = base64.b64encode(os.urandom(16)).decode()
     path = device.subscription_url[len(server.url):]
-    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
-                     f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                     f"Sec-WebSocket-Version: 13\r\n\r\n".encode())
-        head = b""
-        while b"\r\n\r\n" not in head and len(head) < 4096:
-            head += sock.recv(1)
-        assert head.startswith(b"HTTP/1.1 101")
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+                 f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                 f"Sec-WebSocket-Version: 13\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head and len(head) < 4096:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101")
+    return sock
+
+
+def recv_exactly(sock, size):
+    data = b""
+    for _ in range(100):
+        if len(data) == size:
+            break
+        chunk = sock.recv(size - len(data))
+        assert chunk, f"the connection ended after {len(data)} of {size} bytes"
+        data += chunk
+    return data
+
+
+def read_frame(sock):
+    """One whole frame from the service, (its bytes as they crossed the wire, its payload)."""
+    head = recv_exactly(sock, 2)
+    assert head[1] & 0x80 == 0, "a server's frames are not masked"
+    length = head[1] & 0x7F
+    if length >= 126:
+        extra = recv_exactly(sock, 2 if length == 126 else 8)
+        head, length = head + extra, int.from_bytes(extra, "big")
+    payload = recv_exactly(sock, length)
+    return head + payload, payload
+
+
+def masked_frame(opcode, payload):
+    """A whole frame as a client sends it (RFC 6455 5.2: FIN, masked), payload under 126 B."""
+    mask = os.urandom(4)
+    return bytes((0x80 | opcode, 0x80 | len(payload))) + mask + \
+        bytes(b ^ mask[k % 4] for k, b in enumerate(payload))
+
+
+def test_frame_bytes_match_what_a_raw_websocket_reads(server, app, device):
+    with upgrade(server, device) as sock:
         result = app.send(device.subscription_info, "x" * 100)
-        frame = sock.recv(2)
-        length = frame[1] & 0x7F
-        if length == 126:
-            extra = sock.recv(2)
-            frame += extra
-            length = int.from_bytes(extra, "big")
-        payload = b""
-        for _ in range(100):
-            if len(payload) == length:
-                break
-            payload += sock.recv(length - len(payload))
-        frame += payload
+        frame, payload = read_frame(sock)
     message = server.component.message(result.location)
-    assert message.frame_bytes == len(frame)
+    assert message.frame_bytes == len(frame) and len(payload) >= 126  # a 16-bit length
     assert b"x" * 100 not in payload
+
+
+def test_the_disconnect_record_carries_every_frame_byte_both_ways(server, app, device):
+    # counted on the device's side of a raw socket: each byte it read and wrote after the 101
+    sent = received = 0
+    with upgrade(server, device) as sock:
+        results = [app.send(device.subscription_info, text) for text in ("hi", "x" * 200)]
+        for _ in results:
+            frame, payload = read_frame(sock)
+            ack = masked_frame(0x1, protocol.ack_frame(json.loads(payload)["id"]).encode())
+            sock.sendall(ack)
+            received, sent = received + len(frame), sent + len(ack)
+        for result in results:
+            server.component.wait_for(result.location, "acked")
+        garbage = masked_frame(0x1, b"garbage")
+        sock.sendall(garbage)
+        frame, payload = read_frame(sock)
+        assert json.loads(payload)["type"] == "error"
+        close = masked_frame(0x8, struct.pack("!H", 1000) + b"bye")
+        sock.sendall(close)
+        sent, received = sent + len(garbage) + len(close), received + len(frame)
+        answer = b""
+        for _ in range(100):  # the service's close frame, then the end of the connection
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+        assert answer[0] == 0x88, "the service answered with a close frame"
+        received += len(answer)
+    settle(lambda: server.trace.count("disconnect") == 1, "the disconnect record")
+    (record,) = server.trace.records(kind="disconnect")
+    assert record.bytes == sent + received
+    assert record.events == 2 and "the device closed it (code 1000)" in record.detail
+    assert f"sent {received} bytes in 4 frames, received {sent} bytes in 4 frames" in \
+        record.detail
+    assert server.trace.bytes_total() == sum(r.bytes for r in server.trace.records()
+                                             if r.kind in ("request", "response")) + record.bytes
+
+
+def test_a_connected_device_has_its_frames_recorded_when_the_service_stops(app):
+    server = serve_push_service()
+    device = Device(server.url, app.application_server_key, trace=server.trace)
+    try:
+        app.add(device.subscribe())
+        device.online()
+        results = [app.send(device.subscription_info, f"update {k}") for k in range(3)]
+        messages = [server.component.wait_for(r.location, "acked") for r in results]
+        assert server.trace.count("disconnect") == 0, "connected: nothing recorded yet"
+        server.stop()
+        (record,) = server.trace.records(kind="disconnect")
+    finally:
+        server.stop()
+        device.close()
+    pushes = sum(m.frame_bytes for m in messages)
+    acks = sum(frame_size(len(protocol.ack_frame(m.id)), masked=True) for m in messages)
+    reason = b"the push service is stopping"  # 1001 and this; the device answers with 1001
+    closes = frame_size(2 + len(reason), masked=False) + frame_size(2, masked=True)
+    assert record.bytes == pushes + acks + closes and record.events == 3
 
 
 def test_stopping_the_service_closes_the_device_connection(app):
@@ -347,4 +433,15 @@ def test_a_newer_connection_replaces_the_older_and_gets_what_it_left_unacked(ser
     assert server.component.message(result.location).attempts == 2
     lab.run(lambda: second.write_message(protocol.ack_frame(frame["id"])))
     server.component.wait_for(result.location, "acked")
-    lab.run(lambda: second.close())
+    lab.run(lambda: second.close(1000, "done"))
+    settle(lambda: server.trace.count("disconnect") == 2, "both connections' disconnect")
+    # each connection's frames are on its own record, the replaced one's too
+    first_bytes, second_bytes = (r.bytes for r in server.trace.records(kind="disconnect"))
+    push = server.component.message(result.location).frame_bytes
+    ack = frame_size(len(protocol.ack_frame(frame["id"])), masked=True)
+    replaced = b"replaced by a newer connection of the device"
+    assert first_bytes == push + frame_size(2 + len(replaced), masked=False) + \
+        frame_size(2, masked=True)
+    assert second_bytes == push + ack + frame_size(2 + len(b"done"), masked=True) + \
+        frame_size(2, masked=False)
+    assert server.trace.count("connect") == 2

@@ -80,8 +80,8 @@ SWEEP_COLUMNS = dict(COLUMNS, **{"memory (KiB)": lambda r: f"{r.memory / 1024:,.
 FOOTNOTES = {
     "webpush": "webpush: requests are each phone's subscribe and connect, then one POST per "
                "event and phone from the application server (pywebpush) to the push service; "
-               "bytes include the push frames and the phones' acks (which --trace has no "
-               f"record of); connections are the phones' plus the application server's (up to "
+               "bytes include the push frames and the phones' acks; connections are the "
+               f"phones' plus the application server's (up to "
                f"{WebPushSite.threads}: it posts from {WebPushSite.threads} threads); server CPU "
                f"adds those threads'",
     "webhook": "webhook: nobody holds a connection (connections '-', held 0): the provider "

@@ -19,13 +19,12 @@ call                                    what it shows
                                         a separate process). ``figure()``: CPU, bytes, latency
 ======================================  ==========================================================
 
-**Bytes.** A WebSocket counts its frames itself and reports them on its
-``disconnect`` record, which ``Trace.bytes_total`` adds to requests and
-responses. Web Push's device
-connection reports no frame bytes, so its frames are added from what the
-push service kept (each message's frame) and what the phone sent back (an
-ack per message): :func:`labkit.push.scale.push_frames`, as ``labkit compare``
-counts them.
+**Bytes.** Every technique's bytes are ``Trace.bytes_total``: requests and
+responses, plus the frames of a long-lived connection past HTTP, which the
+WebSocket server and the push service (its phones' connections) count
+themselves and record on the connection's ``disconnect``. So each
+experiment reads the trace once everything it started has stopped, as
+``labkit compare`` does.
 
 Every experiment starts what it needs and stops all of it, also when
 something fails. Thread-safety: call them from a cell or a script, never
@@ -48,7 +47,7 @@ from labkit.hub import Hub
 from labkit.progress import Progress
 from labkit.push.polling import LongPollingClient, PollingClient, serve_long_polling, \
     serve_polling
-from labkit.push.scale import push_frames, run_clients, scaling
+from labkit.push.scale import run_clients, scaling
 from labkit.push.sse import SSEClient, serve_sse
 from labkit.push.websocket import WebSocketClient, serve_websocket
 from labkit.trace import Trace
@@ -239,15 +238,13 @@ def same_feed(*, events: int = 12, rate: float = 8.0, interval: float = 0.5,
                 device.wait_for(events + closed)
             servers["webhook"].component.wait_for(events + closed)
             time.sleep(interval)  # a poll that could still come would have come by now
-        frames = push_frames(push.component.messages())
-    rows = {}
+    rows = {}  # all stopped: every connection's frames are on its disconnect record
     for name in TECHNIQUES:
         delivered = before[name]
         p50, p99 = trace.latency_percentiles(name, (50, 99)).values()
-        size = trace.bytes_total(name) + (frames if name == "webpush" else 0)
         total = trace.count("event", name)
         rows[name] = Measured(name, delivered, p50, p99, trace.count("request", name) / total,
-                              size / total, held[name], total - delivered)
+                              trace.bytes_total(name) / total, held[name], total - delivered)
     return Race(trace, events, closed, receivers, interval, rows)
 
 
@@ -463,15 +460,13 @@ def four_examples(*, seed: int = 1) -> Examples:
 
 def _alerts(count: int, seed: int) -> Example:
     trace, feed = Trace(), Feed(seed=seed)
-    with _stage(trace=trace) as (push, app, (phone,)):
+    with _stage(trace=trace) as (_server, app, (phone,)):
         phone.online()
         for _ in range(count):
             app.send(phone.subscription_info, feed.make("order.update", OUT_FOR_DELIVERY))
         phone.wait_for(count)
-        frames = push_frames(push.component.messages())
-    size = trace.bytes_total("webpush") + frames
     p50, p99 = trace.latency_percentiles("webpush", (50, 99)).values()
-    return Example("delivery alert", "webpush", p50, p99, size / trace.count("event", "webpush"))
+    return Example("delivery alert", "webpush", p50, p99, trace.bytes_per_event("webpush"))
 
 
 # -- scaling ---------------------------------------------------------------------------------

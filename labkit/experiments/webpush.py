@@ -741,8 +741,11 @@ def vapid_refusals() -> Refusals:
 
 # -- beside the others ------------------------------------------------------------------
 
-WEBPUSH_PARTS = ("the shop's POST", "201 answer", "frame to the phone", "the phone's ack")
-"""What one Web Push notification costs on the wire, part by part."""
+WEBPUSH_PARTS = ("the shop's POST", "201 answer", "frames to and from the phone",
+                 "the phone's set-up")
+"""What one Web Push notification costs on the wire, part by part, as the trace has it: the
+shop's requests and their answers, the frames on the phone's connection (each push, each ack,
+the close handshake; its ``disconnect`` record), and the phone's subscribe and connect."""
 
 
 class Row(NamedTuple):
@@ -768,9 +771,8 @@ class Beside:
     interval: float
     rows: dict[str, Row]
     parts: dict[str, float]
-    """Web Push's bytes per notification, by :data:`WEBPUSH_PARTS`."""
-    in_trace: float
-    """Web Push's bytes per notification that ``Trace.bytes_per_event`` sees (no frames)."""
+    """Web Push's bytes per notification, by :data:`WEBPUSH_PARTS`: together, the trace's
+    ``bytes_per_event("webpush")``."""
     first: str = field(repr=False)
     """The first Web Push message's id."""
 
@@ -844,11 +846,12 @@ def beside_the_others(*, count: int = 50, rate: float = 25.0, interval: float = 
     One hub feeds an SSE stream, a long-polling server and a polling server
     (its client asks every ``interval`` s); for each event the shop also
     sends it by Web Push to a connected phone. Everything records into one
-    trace, so the latencies (event made -> client has it) and bytes compare.
-    Web Push's bytes are the shop's request and the 201 (in the trace) plus
-    the WebSocket frames to and from the phone, which the trace does not
-    record yet (the push service keeps each message's frame size; an ack's
-    size follows from its text).
+    trace, so the latencies (event made -> client has it) and bytes compare:
+    each technique's are ``Trace.bytes_per_event``, set-up included, read
+    once everything has stopped. For Web Push that is the shop's requests and
+    the 201s, the phone's subscribe and connect, and the WebSocket frames on
+    the phone's connection, which the push service counts and records on the
+    connection's ``disconnect`` when the phone goes offline.
     """
     trace, hub, feed = Trace(), Hub(), Feed(seed=seed)
     with contextlib.ExitStack() as stack:
@@ -873,31 +876,29 @@ def beside_the_others(*, count: int = 50, rate: float = 25.0, interval: float = 
         phone.wait_for(count)
         for client in clients:
             client.wait_for(count)
-        for result in sent:
+        for result in sent:  # every ack is in before the phone goes offline
             push_server.component.wait_for(result.location, "acked")
-        messages = push_server.component.messages()
-    return _beside(trace, count, interval, sent, messages)
+    return _beside(trace, count, interval, _message_id(sent[0]))
 
 
-def _beside(trace: Trace, count: int, interval: float, sent: list[SendResult],
-            messages: list[PushMessage]) -> Beside:
-    shop = [r for r in trace.records(technique="webpush", client=SHOP)]
-    parts = dict(zip(WEBPUSH_PARTS, (
-        sum(r.bytes for r in shop if r.kind == "request") / count,
-        sum(r.bytes for r in shop if r.kind == "response") / count,
-        sum(m.frame_bytes for m in messages) / count,
-        sum(_ack_bytes(m.id) for m in messages) / count)))
+def _beside(trace: Trace, count: int, interval: float, first: str) -> Beside:
+    """The rows and Web Push's parts, from the trace of a run that has stopped."""
+    pushed = max(1, trace.count("event", "webpush"))
+
+    def part(client: str, *kinds: str) -> float:
+        records = trace.records(technique="webpush", client=client)
+        return sum(r.bytes for r in records if r.kind in kinds) / pushed
+
+    parts = dict(zip(WEBPUSH_PARTS, (part(SHOP, "request"), part(SHOP, "response"),
+                                     part(PHONE, "disconnect"),
+                                     part(PHONE, "request", "response"))))
     rows = {}
     for name in ("webpush", "sse", "long-polling", "polling"):
         delivered = trace.count("event", name)
         p50, p99 = trace.latency_percentiles(name, (50, 99)).values()
-        if name == "webpush":
-            size, requests = sum(parts.values()), len([r for r in shop if r.kind == "request"])
-        else:
-            size, requests = trace.bytes_per_event(name), trace.count("request", name)
-        rows[name] = Row(name, delivered, p50, p99, size, requests / max(1, delivered))
-    return Beside(trace, count, interval, rows, parts,
-                  sum(parts[p] for p in WEBPUSH_PARTS[:2]), _message_id(sent[0]))
+        rows[name] = Row(name, delivered, p50, p99, trace.bytes_per_event(name),
+                         trace.count("request", name) / max(1, delivered))
+    return Beside(trace, count, interval, rows, parts, first)
 
 
 # -- the notes' pros and cons -----------------------------------------------------------

@@ -20,8 +20,9 @@ bound passes, stops the clients, then the server, and measures:
 ``requests``           HTTP requests on the wire, set-up included (a WebSocket's upgrade is
                        one)
 ``bytes``              wire bytes: every request and response, plus the WebSocket frames
-                       each ``disconnect`` record carries (``Trace.bytes_total``), plus the
-                       push frames and acks a push service's devices exchanged
+                       each ``disconnect`` record carries (a WebSocket's, a push service's
+                       device connection's): ``Trace.bytes_total``, read once the clients
+                       and the server have stopped, so every connection has ended
 ``peak_connections``   most TCP connections open to the server at once (from the kernel's
                        table, ``/proc/net/tcp``; None where there is none, and for webhooks,
                        whose receivers nobody connects to but the provider, once per
@@ -127,7 +128,7 @@ from labkit.trace import Record, Trace
 from labkit.wire import CLIENT_HEADER, annotate
 
 __all__ = ["ScaleResult", "run_clients", "scaling", "SETUPS", "Setup", "BATCH",
-           "MAX_CLIENTS", "WebhookProvider", "WebPushSite", "WEBHOOK_SECRET", "push_frames"]
+           "MAX_CLIENTS", "WebhookProvider", "WebPushSite", "WEBHOOK_SECRET"]
 
 BATCH = 100
 """Clients started together; the next group starts once these are ready."""
@@ -160,8 +161,6 @@ class Setup(NamedTuple):
     know; the hand-over is in this process, so such a technique runs ``load="inline"``."""
     cpu: Callable[[Any], float] = lambda component: 0.0
     """CPU seconds the component has spent off the lab thread so far."""
-    untraced: Callable[[Any], int] = lambda component: 0
-    """Wire bytes the trace has no record of (a push service's frames to its devices)."""
     connections: bool = True
     """Whether clients connect to the served port (a webhook's receivers are connected to)."""
 
@@ -339,10 +338,9 @@ class WebPushSite:
     to every phone that handed it its subscription (:meth:`add`), one
     encrypted POST per phone and event, from :attr:`threads` threads of its
     own (pywebpush blocks on each POST); :attr:`cpu` is their CPU. A push the
-    service refused or
-    could not take is a ``drop`` record of ``app-server``. The phones' frames
-    and acks are not in the trace: :meth:`frame_bytes` counts them from what
-    the service kept.
+    service refused or could not take is a ``drop`` record of ``app-server``.
+    The phones' frames (pushes, acks, the close handshake) are on each
+    connection's ``disconnect`` record, written by the push service.
     """
 
     technique = "webpush"
@@ -402,25 +400,12 @@ class WebPushSite:
             self.trace.add("drop", technique=self.technique, client=self.app.name,
                            event_id=event.id, detail=f"not pushed to a phone: {why}")
 
-    def frame_bytes(self) -> int:
-        """Bytes of the push frames the phones acknowledged, and of their acks."""
-        return push_frames(self.service.messages())
-
     async def aclose(self) -> None:
         await self._fanout.aclose()
         self._pool.shutdown(wait=False, cancel_futures=True)
         await asyncio.get_running_loop().run_in_executor(None, self._pool.shutdown)
         self.app.close()
         await self.service.aclose()
-
-
-def push_frames(messages: Iterable[Any]) -> int:
-    """Bytes of the frames that brought a push service's acknowledged messages (its
-    :class:`~labkit.push.webpush.PushMessage` list) to their devices, and of the acks."""
-    from labkit.push.webpush import protocol
-    return sum(m.frame_bytes + protocol.frame_size(len(protocol.ack_frame(m.id).encode()),
-                                                   masked=True)
-               for m in messages if m.state == "acked")
 
 
 class _Phone:
@@ -483,7 +468,7 @@ SETUPS: dict[str, Setup] = {
         lambda hub, o: WebPushSite(hub),
         lambda url, name, trace, o: _Phone(url, name, trace, o["site"]),
         lambda site: site.connected, lambda c: c.ready, lambda c: c.delivered, True,
-        site=True, cpu=lambda site: site.cpu, untraced=lambda site: site.frame_bytes()),
+        site=True, cpu=lambda site: site.cpu),
     "webhook": Setup(
         lambda hub, o: WebhookProvider(hub),
         lambda url, name, trace, o: _Subscriber(url, name, trace, o["site"]),
@@ -632,7 +617,7 @@ def run_clients(technique: str, clients: int = 10, *, events: int = 10, rate: fl
         technique=technique, clients=count, events=total, load=load, trace=trace,
         delivered=_delivered(trace, technique, [name for name, _ in specs]),
         requests=trace.count("request", technique),
-        bytes=trace.bytes_total(technique) + setup.untraced(server.component),
+        bytes=trace.bytes_total(technique),
         peak_connections=peaks.connections, peak_held=peaks.held, server_cpu=server_cpu,
         client_cpu=load_run.cpu, memory=taken.taken if memory else None,
         latency=trace.latency_percentiles(technique, (50, 90, 99)),

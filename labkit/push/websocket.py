@@ -119,7 +119,7 @@ from labkit.trace import Trace
 from labkit.wire import CLIENT_HEADER, client_of
 
 __all__ = ["WebSocketServer", "WebSocketClient", "OpenSocket", "serve_websocket", "frame_size",
-           "text_frame", "encode_frame"]
+           "close_payload", "text_frame", "encode_frame"]
 
 CONNECT_TIMEOUT = 5.0
 """Seconds a client waits for the connection and the 101."""
@@ -137,7 +137,8 @@ def frame_size(payload: int, *, masked: bool) -> int:
     2 bytes of header; payloads of 126 to 65,535 bytes add a 2-byte length,
     larger ones an 8-byte length; ``masked`` (every frame a client sends)
     adds the 4-byte masking key. ``frame_size(5, masked=False) == 7``: the
-    RFC's own example, a text frame with "Hello".
+    RFC's own example, a text frame with "Hello". The push service's device
+    connection (:mod:`labkit.push.webpush.service`) counts its frames with it too.
     """
     if isinstance(payload, bool) or not isinstance(payload, int) or payload < 0:
         raise LabkitError(f"a payload length is a whole number of bytes >= 0, got {payload!r}")
@@ -165,7 +166,7 @@ def encode_frame(item: Item) -> bytes:
     return frame
 
 
-def _close_payload(code: int | None, reason: str | None) -> int:
+def close_payload(code: int | None, reason: str | None) -> int:
     """Bytes of a close frame's payload: the 2-byte code and the reason (none without a code)."""
     return 0 if code is None else 2 + len((reason or "").encode())
 
@@ -442,7 +443,7 @@ class _SocketHandler(tornado.websocket.WebSocketHandler, Handler):
             return
         self.ending = self.ending or why  # no data frame may follow the close frame
         self.closed_by_server = True
-        self.sent += frame_size(_close_payload(code, why), masked=False)
+        self.sent += frame_size(close_payload(code, why), masked=False)
         self.frames_out += 1
         self.close(code, why)
 
@@ -458,7 +459,7 @@ class _SocketHandler(tornado.websocket.WebSocketHandler, Handler):
             return
         server._open.discard(self)
         if self.close_code is not None:  # the client's close frame arrived
-            self.received += frame_size(_close_payload(self.close_code, self.close_reason),
+            self.received += frame_size(close_payload(self.close_code, self.close_reason),
                                         masked=True)
             self.frames_in += 1
             if not self.closed_by_server:  # tornado answered it with the same code

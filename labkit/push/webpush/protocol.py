@@ -47,7 +47,9 @@ changes its mind (its battery runs low) opens a new connection with a new
 header, as a user agent re-issues its request in the RFC.
 
 :func:`frame_size` says how many bytes a frame takes on the wire (WebSocket
-header included), so a lesson can count what reaches the device.
+header included). It is :func:`labkit.push.websocket.frame_size`, the one
+RFC 6455 count of the kit: the push service counts its device connections'
+frames with it, as the WebSocket server counts its own.
 
 Thread-safety: the functions are pure, except :func:`write_frame`, which
 writes on a connection and belongs on the lab loop.
@@ -63,6 +65,7 @@ from typing import Any
 import tornado.websocket
 
 from labkit.errors import FrameError, RejectedError
+from labkit.push.websocket import frame_size
 
 __all__ = ["URGENCIES", "MAX_PAYLOAD", "parse_ttl", "parse_urgency", "parse_topic",
            "urgency_rank", "push_frame", "ack_frame", "error_frame",
@@ -157,29 +160,21 @@ def read_frame(text: str | bytes) -> dict:
     return frame
 
 
-def write_frame(connection: Any, frame: str) -> None:
+def write_frame(connection: Any, frame: str) -> bool:
     """Send ``frame`` on a WebSocket (either side's); if the connection has closed, drop it.
 
+    True if the frame was handed to the connection, False if it was dropped.
     Losing a frame that way is safe: an unacknowledged message is sent again
     on the next connection, and a lost ack makes it come again.
     """
     try:
         connection.write_message(frame).add_done_callback(_taken)
     except tornado.websocket.WebSocketClosedError:
-        pass
+        return False
+    return True
 
 
 def _taken(future: asyncio.Future) -> None:
     """Take a failed write's exception (the connection closed), so nothing logs it."""
     if not future.cancelled():
         future.exception()
-
-
-def frame_size(payload: int, *, masked: bool) -> int:
-    """Bytes of one unfragmented WebSocket frame with ``payload`` bytes (RFC 6455 5.2).
-
-    2 bytes of header, plus 2 or 8 for a longer length, plus the 4-byte mask
-    that every client-to-server frame carries (``masked``).
-    """
-    length = 0 if payload < 126 else 2 if payload < 65536 else 8
-    return 2 + length + (4 if masked else 0) + payload

@@ -77,6 +77,29 @@ can compress a day of storage into seconds. :meth:`PushService.messages`
 keeps every message as the service saw it, ciphertext included: a lesson
 can show that the push service never had the plaintext.
 
+**Bytes.** The wire layer counts every HTTP request and answer, the
+device's ``GET /s/<id>`` upgrade and its 101 included. After the upgrade
+the connection carries WebSocket frames, not HTTP, so the device's
+connection counts them itself, exactly as :mod:`labkit.push.websocket`
+does (with its :func:`~labkit.push.websocket.frame_size`, RFC 6455
+section 5.2): each push frame and error frame the service sends
+(unmasked), each frame the device sends (masked: its acks), and the close
+handshake both ways. When the connection ends, its ``disconnect`` record
+carries those frame bytes in ``bytes``, so ``Trace.bytes_total("webpush")``
+is every byte Web Push put on the wire: the application server's requests
+and the answers, the device's subscribe and upgrade, and the frames. A
+device still connected has no ``disconnect`` yet: read the trace after the
+device goes offline or the server stops (``aclose`` closes every device's
+connection). Not counted, as for the WebSocket: a close frame without a
+status code, and a frame tornado refuses itself (over 4096 bytes: the
+device sends only small acks).
+
+Records: ``connect`` when a device's connection opens; ``disconnect`` when
+it ends (``bytes`` as above, ``events`` = push frames sent on it,
+``detail`` = why it ended, what waits for the next connection, and the
+frame counts); ``retry`` for a message sent again, ``drop`` for one that
+leaves the store undelivered.
+
 Not implemented: HTTP/2 server push to the device (no browser uses it),
 subscription sets and push receipts (``Prefer: respond-async``,
 RFC 8030 sections 4.1 and 5.1), ``DELETE`` on a message resource (acks go
@@ -112,6 +135,7 @@ from labkit.errors import LabkitError, RejectedError
 from labkit.push.webpush import protocol
 from labkit.push.webpush.crypto import b64url_decode, b64url_encode, load_public_key, parse
 from labkit.push.webpush.vapid import verify
+from labkit.push.websocket import close_payload, frame_size
 from labkit.trace import Trace
 from labkit.wire import annotate, client_of
 
@@ -251,7 +275,7 @@ class PushService:
                 handle.cancel()
             self._timers.clear()
         for channel in channels:
-            channel.close(1001, "the push service is stopping")
+            channel.end(1001, "the push service is stopping")
         for _ in range(100):  # give the closing handshakes a moment (at most 1 s)
             if all(s.channel is None for s in self._by_resource.values()):
                 break
@@ -262,9 +286,10 @@ class PushService:
     def _origin(self, request: Any) -> str:
         return self.origin or f"{request.protocol}://{request.host}"
 
-    def _record(self, kind: str, client: str, detail: str) -> None:
+    def _record(self, kind: str, client: str, detail: str, **fields: Any) -> None:
         if self.trace is not None:
-            self.trace.add(kind, technique=self.technique, client=client, detail=detail)
+            self.trace.add(kind, technique=self.technique, client=client, detail=detail,
+                           **fields)
 
     def _subscribe(self, key: bytes, origin: str) -> _Subscription:
         resource, endpoint = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
@@ -302,7 +327,7 @@ class PushService:
             channel = sub.channel
             self._changed.notify_all()
         if channel is not None:
-            channel.close(1000, f"subscription {why}")
+            channel.end(1000, f"subscription {why}")
 
     def _end(self, message: PushMessage, state: str, client: str, why: str) -> None:
         """A message leaves the store without reaching the device: note it in the trace."""
@@ -359,13 +384,13 @@ class PushService:
                                         message.urgency, message.topic)
             message.state = "sent"
             message.attempts += 1
-            message.frame_bytes = protocol.frame_size(len(frame.encode()), masked=False)
+            message.frame_bytes = frame_size(len(frame.encode()), masked=False)
             if message.attempts > 1:
                 self._record("retry", sub.client, f"{message.id} sent again, attempt "
                                                   f"{message.attempts}: it was never acked")
             if message.ttl == 0:  # RFC 8030 5.2: may be forgotten before the ack
                 del sub.pending[message.id]
-            sub.channel.send(frame)
+            sub.channel.send(frame, push=True)
 
     def _expire(self, sub: _Subscription, message_id: str) -> None:
         with self._changed:
@@ -390,18 +415,23 @@ class PushService:
             self._flush(sub)
             self._changed.notify_all()
         if old is not None:
-            old.close(1000, "replaced by a newer connection of the device")
+            old.end(1000, "replaced by a newer connection of the device")
 
     def _detach(self, sub: _Subscription, channel: _ChannelHandler) -> None:
+        """A device's connection ended: what it left unacked waits; record its frames."""
         with self._changed:
-            if sub.channel is not channel:
-                return
-            sub.channel = None
-            unacked = [m for m in sub.pending.values() if m.state == "sent"]
-            for message in unacked:
-                message.state = "stored"
-            self._record("disconnect", sub.client, f"device disconnected, {len(unacked)} sent "
-                                                   f"but unacked messages kept for later")
+            if sub.channel is channel:
+                sub.channel = None
+                unacked = [m for m in sub.pending.values() if m.state == "sent"]
+                for message in unacked:
+                    message.state = "stored"
+                kept = f"{len(unacked)} sent but unacked messages kept for later"
+            else:  # _attach already moved what it left unacked to the newer connection
+                kept = "what it left unacked went on the newer connection"
+            self._record("disconnect", channel.client, f"device disconnected: "
+                         f"{channel.ending()}; {kept}; {channel.counted()}",
+                         bytes=channel.sent + channel.received, events=channel.pushes,
+                         duration=time.monotonic() - channel.opened)
             self._changed.notify_all()
 
     def _on_frame(self, sub: _Subscription, channel: _ChannelHandler, text: Any) -> None:
@@ -468,13 +498,24 @@ class _SubscribeHandler(BodyHandler):
 
 
 class _ChannelHandler(tornado.websocket.WebSocketHandler, Handler):
-    """``GET /s/<id>``: the device's WebSocket; ``DELETE /s/<id>``: unsubscribe."""
+    """``GET /s/<id>``: the device's WebSocket; ``DELETE /s/<id>``: unsubscribe.
+
+    Counts the bytes of every frame it sends and receives, as RFC 6455 frames
+    them (the module's **Bytes**); ``_detach`` records them on ``disconnect``.
+    """
 
     max_message_size = 4096  # the device sends only small ack frames
 
     def initialize(self, service: PushService) -> None:
         self.service = service
         self.sub: _Subscription | None = None
+        self.client = ""
+        self.opened = 0.0
+        self.sent = self.received = 0
+        self.frames_out = self.frames_in = 0
+        self.pushes = 0
+        self.why: str | None = None
+        """Why the service closed it (None: the device did, or the connection broke)."""
 
     async def get(self, resource: str) -> None:
         try:
@@ -488,18 +529,56 @@ class _ChannelHandler(tornado.websocket.WebSocketHandler, Handler):
         await super().get(resource)
 
     def open(self, resource: str) -> None:
+        self.opened = time.monotonic()
         self.service._attach(self.sub, self, self.accepts, self.client)
 
     def on_message(self, message: str | bytes) -> None:
+        size = len(message) if isinstance(message, bytes) else len(message.encode())
+        self.received += frame_size(size, masked=True)
+        self.frames_in += 1
         self.service._on_frame(self.sub, self, message)
 
     def on_close(self) -> None:
-        if self.sub is not None:
-            self.service._detach(self.sub, self)
+        if not self.opened:  # refused, or not upgraded: no connection to end
+            return
+        if self.close_code is not None:  # the device's close frame arrived
+            self.received += frame_size(close_payload(self.close_code, self.close_reason),
+                                        masked=True)
+            self.frames_in += 1
+            if self.why is None:  # tornado answered it with the same code
+                self.sent += frame_size(close_payload(self.close_code, None), masked=False)
+                self.frames_out += 1
+        self.service._detach(self.sub, self)
 
-    def send(self, frame: str) -> None:
-        """Write a frame; a connection that just closed is left to ``on_close``."""
-        protocol.write_frame(self, frame)
+    def send(self, frame: str, *, push: bool = False) -> None:
+        """Write a frame (``push``: one carrying a message) and count it; a connection that
+        just closed is left to ``on_close``."""
+        if protocol.write_frame(self, frame):
+            self.sent += frame_size(len(frame.encode()), masked=False)
+            self.frames_out += 1
+            if push:
+                self.pushes += 1
+
+    def end(self, code: int, why: str) -> None:
+        """Start the close handshake (the first reason wins); the device answers it."""
+        connection = self.ws_connection
+        if connection is None or connection.is_closing():
+            return
+        self.why = why
+        self.sent += frame_size(close_payload(code, why), masked=False)
+        self.frames_out += 1
+        self.close(code, why)
+
+    def ending(self) -> str:
+        """Why the connection ended, for its ``disconnect`` record."""
+        code = f" (code {self.close_code})" if self.close_code is not None else ""
+        return (self.why or ("the device closed it" if self.close_code is not None
+                             else "the device left")) + code
+
+    def counted(self) -> str:
+        """The frames counted, for its ``disconnect`` record."""
+        return (f"sent {self.sent} bytes in {self.frames_out} frames, received "
+                f"{self.received} bytes in {self.frames_in} frames")
 
     def delete(self, resource: str) -> None:
         try:
