@@ -42,12 +42,16 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import sys
 import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from labkit.cli import arguments
-from labkit.exercises.grading import OUTCOMES, Graded, grade
+
+if TYPE_CHECKING:  # the grader brings jupyter_client and zmq: loaded only to grade
+    from labkit.exercises.grading import Graded
 
 __all__ = ["add_commands", "format_notebook", "format_summary", "write_csv"]
 
@@ -102,11 +106,22 @@ def _lesson(text: str) -> str:
 
 
 def _grade(args: argparse.Namespace) -> int:
+    from labkit.exercises.grading import grade
+
     def show(graded: Graded) -> None:
         print(format_notebook(graded), end="\n\n", flush=True)
 
-    results = grade(args.notebooks, timeout=args.timeout, jobs=args.jobs,
-                    solutions=args.solutions, lesson=args.lesson, each=show)
+    try:
+        results = grade(args.notebooks, timeout=args.timeout, jobs=args.jobs,
+                        solutions=args.solutions, lesson=args.lesson, each=show)
+    except KeyboardInterrupt:
+        # End here, without the interpreter's exit hooks: jupyter_client's and nbclient's
+        # would shut the kernels down from this thread while the grading loop's thread
+        # still holds them (a zmq assertion or a hang). Each kernel sees its parent leave
+        # and ends itself.
+        print("labkit grade: interrupted", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(130)
     print(format_summary(results))
     if args.csv is not None:
         try:
@@ -141,6 +156,7 @@ def format_summary(results: list[Graded]) -> str:
     """How many notebooks had each outcome, per exercise."""
     ran = [graded for graded in results if graded.lesson is not None]
     exercises = sorted({exercise for graded in ran for exercise in graded.outcomes})
+    from labkit.exercises.grading import OUTCOMES
     rows = [["exercise", *OUTCOMES]]
     for exercise in exercises:
         outcomes = [g.outcomes[exercise].outcome for g in ran if exercise in g.outcomes]

@@ -52,13 +52,15 @@ grades are feedback for a class, not proof against a determined forger.
 Thread-safety: :func:`grade` runs its kernels on an event loop in a thread of
 its own, and ``each`` is called on that thread, so any thread may call it.
 The calling thread only waits, so Ctrl-C (``KeyboardInterrupt``) reaches it
-at once, however long a cell runs; the kernels running then see their
-parent leave and end themselves.
+at once, however long a cell runs: :func:`grade` then cancels the run, waits
+at most ``STOP_SECONDS`` for the kernels to be shut down, and raises it on;
+a kernel still running sees its parent leave and ends itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import copy
 import importlib.util
 import json
@@ -86,6 +88,9 @@ __all__ = ["OUTCOMES", "Outcome", "Graded", "grade", "exercise_cells", "lesson_o
 
 OUTCOMES = ("right", "not yet", "not attempted", "error", "missing")
 """Every outcome an exercise can have, in the order tables list them."""
+
+STOP_SECONDS = 15.0
+"""How long Ctrl-C waits for the running kernels to be shut down before it goes on."""
 
 SOLUTIONS = Path(labkit.__file__).resolve().parent.parent / "solutions"
 """The reference answers of a checkout of the kit (installed with ``pip install -e .``)."""
@@ -203,17 +208,30 @@ def grade(notebooks: Iterable[str | Path], *, timeout: float = 60, jobs: int = 1
         raise UsageError(f"--solutions needs the reference answers in {str(SOLUTIONS)!r}: "
                          f"grade from a checkout of the kit installed with pip install -e .")
     outcome: dict[str, Any] = {}
+    running: dict[str, Any] = {}
+
+    async def main() -> list[Graded]:
+        running["loop"], running["task"] = asyncio.get_running_loop(), asyncio.current_task()
+        return await _grade_all(paths, timeout, jobs, solutions, lesson, each)
 
     def run() -> None:  # on its own thread, where nbclient does not take over SIGINT
         try:
-            outcome["results"] = asyncio.run(_grade_all(paths, timeout, jobs, solutions,
-                                                        lesson, each))
+            outcome["results"] = asyncio.run(main())
         except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
             outcome["error"] = exc
 
     worker = threading.Thread(target=run, name="labkit-grade", daemon=True)
     worker.start()
-    worker.join()
+    try:
+        worker.join()
+    except KeyboardInterrupt:
+        # Cancel the grading: nbclient shuts each running kernel down and the loop closes
+        # its sockets; then the interrupt goes on to the caller (bounded: a kernel that
+        # will not stop still sees its parent leave and ends itself).
+        if "task" in running:
+            running["loop"].call_soon_threadsafe(running["task"].cancel)
+        worker.join(STOP_SECONDS)
+        raise
     if "error" in outcome:
         raise outcome["error"]
     return outcome["results"]
@@ -336,6 +354,12 @@ async def _execute(notebook: Any, folder: Path, timeout: float,
     except Exception as exc:  # noqa: BLE001 - a kernel that would not start fails one run
         message = " ".join(str(exc).split())
         return replies, f"the kernel could not run it: {type(exc).__name__}: {message}"
+    finally:
+        # nbclient registers an exit hook that shuts the kernel down from the main thread
+        # with a loop of its own; a run cancelled by Ctrl-C can leave it registered, and at
+        # exit it would then fight this loop's kernel manager. The kernel is shut down here
+        # (nbclient's cleanup), or sees its parent leave and ends itself.
+        atexit.unregister(client._cleanup_kernel)
     return replies, ""
 
 
