@@ -7,7 +7,9 @@ own pinned to one CPU core (the load generator is pinned to another):
   ``X-Hub-Signature-256`` with :class:`~labkit.webhooks.GitHubSignature`, served
   by :func:`labkit.webhooks.serve_receiver`, so every request is also traced
   (the wire layer counts its bytes and writes request/response records) and
-  every accepted delivery is parsed and kept;
+  every accepted delivery is parsed and kept; its process runs the lab as it
+  ships, so the lab loop's start collects and freezes what exists
+  (:mod:`labkit.lab`; ``LABKIT_GC_FREEZE=0`` in the environment turns it off);
 * ``plain``: a bare tornado ``RequestHandler`` doing the same check by hand
   (HMAC-SHA256 over the raw body, ``hmac.compare_digest``, 401 on mismatch)
   and parsing the JSON body, nothing else.
@@ -22,11 +24,15 @@ latency is timed by its sender, from the first byte written to the last byte
 of the answer read. Each round measures both receivers, alternating which goes
 first; the summary gives, per sender count, medians over rounds of the rate
 and of p50/p99/max latency, and the ratios labkit / plain. The target: rate
-ratio at least 1.00 and p99 ratio at most 1.20 at every sender count.
+ratio at least 1.00 and p99 ratio at most 1.20 at every sender count. On a
+shared machine the load changes from one measurement to the next, so the
+summary also gives the median of each round's own ratio (its two
+measurements ran back to back).
 
 Each server also reports its CPU time per delivery (user + system, from
 ``/proc``: what a delivery costs it, whatever else the machine runs; the
-ratio of these is the fairest comparison on a busy machine), its full
+ratio of these is the fairest comparison on a busy machine; the summary
+splits it into user and system time), its full
 (generation-2) garbage collections while it served, the longest of them,
 and its peak memory. The machine is shared, so
 the load average and the CPU time other processes used during each
@@ -43,14 +49,15 @@ each in turn (10 batches per round), so the machine's changing load falls on
 all three alike; the medians over batches of the p50 differences are the
 time the wire layer and the trace add to an exchange. The in-process cost of
 the three trace calls alone is timed too. ``--profile`` runs each receiver
-once more under cProfile and says where the time goes.
+once more under cProfile, at the largest sender count, and says where the
+time goes.
 
 Loopback only. Exit status: 0 if every status was right, 1 if any was wrong, 2
 if the run exceeded ``--timeout``. The targets are reported, not enforced.
 
     nice .venv/bin/python bench/receiver_throughput.py --overhead
     nice .venv/bin/python bench/receiver_throughput.py --senders "" --overhead --rounds 7
-    .venv/bin/python bench/receiver_throughput.py --senders 16 --rounds 5 --profile
+    .venv/bin/python bench/receiver_throughput.py --senders 64 --rounds 5 --profile
 """
 
 from __future__ import annotations
@@ -97,8 +104,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="approximate body size in bytes (1024)")
     parser.add_argument("--forged-every", type=int, default=10,
                         help="one delivery in N is signed with the wrong secret (10)")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="rounds per sender count, each measuring both receivers (3)")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="rounds per sender count, each measuring both receivers (5)")
     parser.add_argument("--timeout", type=float, default=900.0,
                         help="abort the whole run after S seconds (900)")
     parser.add_argument("--overhead", action="store_true",
@@ -143,11 +150,16 @@ def machine_busy() -> float:
     return (sum(fields) - fields[3] - fields[4]) / TICK
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` (all its threads), in seconds."""
+def cpu_times(pid: int) -> tuple[float, float]:
+    """User and system CPU time of process ``pid`` (all its threads), in seconds."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+    return int(fields[11]) / TICK, int(fields[12]) / TICK
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (all its threads), in seconds."""
+    return sum(cpu_times(pid))
 
 
 def load_average() -> str:
@@ -187,6 +199,11 @@ class PauseLog:
             self._started = time.perf_counter()
         else:
             self.pauses[info["generation"]].append(time.perf_counter() - self._started)
+
+    def restart(self) -> None:
+        """Forget what was timed so far (the collection the lab loop runs when it starts)."""
+        for pauses in self.pauses.values():
+            pauses.clear()
 
     def report(self) -> dict:
         full = self.pauses[2]
@@ -254,6 +271,7 @@ def run_labkit(conn, core: int | None, profile: bool) -> None:
 
     receiver = WebhookReceiver([GitHubSignature(SECRET)])
     server = serve_receiver(receiver)
+    pauses.restart()                      # the server listens: time what happens while it serves
     profiler = cProfile.Profile() if profile else None
     if profiler is not None:
         lab.run(profiler.enable)          # profile the lab thread, where every request is served
@@ -499,11 +517,11 @@ def measure(kind: str, args, bodies: list[bytes], senders: int, cores, deadline:
 
         warm, _ = run(warm_raw)
         others = OthersMeter([os.getpid(), process.pid])
-        server_cpu = cpu_seconds(process.pid)
+        user, system = cpu_times(process.pid)
         started = time.perf_counter()
         statuses, latencies = run(raw)
         elapsed = time.perf_counter() - started
-        server_cpu = cpu_seconds(process.pid) - server_cpu
+        user, system = (now - then for now, then in zip(cpu_times(process.pid), (user, system)))
         others_cores = others.cores()
         parent.send("stop")
         if not parent.poll(max(1.0, min(30.0, deadline - time.monotonic()))):
@@ -524,7 +542,7 @@ def measure(kind: str, args, bodies: list[bytes], senders: int, cores, deadline:
     return {"kind": kind, "deliveries": len(raw), "elapsed": elapsed,
             "rate": len(raw) / elapsed, "p50": nearest_rank(ordered, 50),
             "p99": nearest_rank(ordered, 99), "max": ordered[-1], "others": others_cores,
-            "cpu": server_cpu / len(raw),
+            "cpu": (user + system) / len(raw), "user": user / len(raw), "sys": system / len(raw),
             "wrong": wrong, "counts_ok": counts_ok, "report": report}
 
 
@@ -581,6 +599,21 @@ def summarize(table: dict[int, dict[str, list[dict]]]) -> bool:
               f"{cpu[0] / cpu[1]:>5.2f}")
     print("server cpu us = the server process's CPU time per delivery (user + system): what "
           "each costs\nwhatever else the machine runs; its ratio is labkit's cost over plain's")
+    print()
+    print("the same, round by round: each round's labkit / plain (the two measured back to "
+          "back, so under\nmuch the same load), medians over rounds; and the CPU split")
+    print(f"{'senders':>7}  {'rate ratio':>10} {'p99 ratio':>9} {'cpu ratio':>9}   "
+          f"{'user us labkit/plain':>20}   {'sys us labkit/plain':>19}")
+    for senders, results in table.items():
+        rounds = list(zip(results["labkit"], results["plain"]))
+
+        def paired(key: str) -> float:
+            return statistics.median(a[key] / b[key] for a, b in rounds)
+
+        split = {key: f"{median_of(results['labkit'], key) * 1e6:.0f} / "
+                      f"{median_of(results['plain'], key) * 1e6:.0f}" for key in ("user", "sys")}
+        print(f"{senders:>7}  {paired('rate'):>10.2f} {paired('p99'):>9.2f} {paired('cpu'):>9.2f}"
+              f"   {split['user']:>20}   {split['sys']:>19}")
     print(f"target (rate ratio >= {TARGET_RATE:.2f} and p99 ratio <= {TARGET_P99:.2f} at every "
           f"sender count): {'met' if met else 'MISSED'}")
     return met
@@ -682,14 +715,16 @@ def overhead(args, bodies, cores, deadline: float) -> int:
 
 
 def profile_both(args, bodies, cores, deadline: float) -> int:
+    """Profile each receiver once at the largest sender count (64 without ``--senders``)."""
     n = min(args.deliveries, 3_000)
+    senders = max(args.senders, default=64)
     print()
-    print(f"where the server's time goes, under cProfile ({n} deliveries each, 16 senders; own "
-          f"time per delivery in microseconds; profiling inflates every number):")
+    print(f"where the server's time goes, under cProfile ({n} deliveries each, {senders} senders; "
+          f"own time per delivery in microseconds; profiling inflates every number):")
     profiles, failures = {}, 0
     for kind in ("labkit", "plain"):
         short = argparse.Namespace(**{**vars(args), "deliveries": n})
-        result = measure(kind, short, bodies[:WARMUP + n], 16, cores, deadline, profile=True)
+        result = measure(kind, short, bodies[:WARMUP + n], senders, cores, deadline, profile=True)
         failures += result["wrong"]
         profiles[kind] = dict(result["report"]["profile"])
     areas = sorted(set(profiles["labkit"]) | set(profiles["plain"]),

@@ -182,3 +182,32 @@ def test_count_sent_adds_bytes_a_technique_wrote_past_tornados_writer():
         answer = raw_http(server.port, b"GET / HTTP/1.1\r\nHost: lab\r\nConnection: close\r\n\r\n")
         (response,) = server.trace.records(kind="response")
     assert b"extra" in answer and response.bytes == len(answer)
+
+
+def test_repeated_headers_are_counted_line_by_line_both_ways():
+    class Twice(tornado.web.RequestHandler):
+        def get(self):
+            self.add_header("X-Twice", "first")
+            self.add_header("X-Twice", "second, longer")
+            self.write("ok")
+
+    request = (b"GET / HTTP/1.1\r\nHost: lab\r\nX-Twice: a\r\nX-Twice: bb\r\nX-Twice: ccc\r\n"
+               b"Connection: close\r\n\r\n")
+    with lab.serve([("/", Twice)]) as server:
+        answer = raw_http(server.port, request)
+        request_record, response_record = server.trace.records()
+    assert answer.count(b"X-Twice: ") == 2
+    assert request_record.bytes == len(request)
+    assert response_record.bytes == len(answer)
+
+
+def test_http_1_0_keep_alive_answers_are_counted_with_the_header_tornado_adds():
+    first = b"GET / HTTP/1.0\r\nHost: lab\r\nConnection: keep-alive\r\n\r\n"
+    second = b"GET /chunks HTTP/1.0\r\nHost: lab\r\n\r\n"      # 1.0 without keep-alive: closes
+    with lab.serve(ROUTES) as server:
+        answer = raw_http(server.port, first + second)
+        records = server.trace.records()
+    assert b"Connection: Keep-Alive" in answer and b"chunked" not in answer
+    assert [r.kind for r in records] == ["request", "response", "request", "response"]
+    assert [r.bytes for r in records if r.kind == "request"] == [len(first), len(second)]
+    assert sum(r.bytes for r in records if r.kind == "response") == len(answer)

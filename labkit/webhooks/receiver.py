@@ -97,9 +97,10 @@ from labkit.wire import annotate, client_of
 
 __all__ = ["Delivery", "Rejection", "WebhookReceiver", "serve_receiver"]
 
-ID_HEADERS = ("X-GitHub-Delivery", "webhook-id", "I-Twilio-Idempotency-Token")
+ID_HEADERS = ("x-github-delivery", "webhook-id", "i-twilio-idempotency-token")
+"""Header names (lower case, as :attr:`Delivery.headers` has them) that carry a delivery id."""
 ID_FIELDS = ("id",)
-TYPE_HEADERS = ("X-GitHub-Event",)
+TYPE_HEADERS = ("x-github-event",)
 TYPE_FIELDS = ("type", "MessageStatus")
 DUPLICATES = ("ignore", "process")
 """What a receiver does with a repeated delivery id: acknowledge it only, or process it again."""
@@ -396,10 +397,12 @@ def _lower_case(headers: httputil.HTTPHeaders) -> dict[str, str]:
 
 
 def _first(headers: dict[str, str], payload: Any, names: tuple, fields: tuple) -> str | None:
-    """The first of ``names`` found in the headers, else of ``fields`` in the payload."""
+    """The first of ``names`` (lower case) found in the headers, else of ``fields`` in the
+    payload."""
     for name in names:
-        if headers.get(name.lower()):
-            return headers[name.lower()]
+        value = headers.get(name)
+        if value:
+            return value
     for name in fields:
         value = _field(payload, name)
         if value is not None:
