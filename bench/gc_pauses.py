@@ -4,17 +4,27 @@ CPython's cyclic collector stops the whole process while it walks every
 object it tracks; a full (generation-2) collection walks all of them. A
 receiver that keeps each delivery and each trace record as tracked Python
 objects makes every full collection longer as it fills, and that pause lands
-in the latencies a lesson measures. This bench measures it.
+in the latencies a lesson measures. And even a kit that adds nothing pays for
+what the process already holds: the interpreter with tornado and labkit
+imported (about 32,000 tracked objects), a Jupyter kernel with numpy and
+matplotlib (about 95,000). So the lab loop, when it starts, collects once
+and calls ``gc.freeze()`` (see :mod:`labkit.lab`): what is alive then is
+never walked again. This bench measures both sides of that, in two modes:
 
-Each probe is a process of its own, pinned to one core, with labkit and
-tornado imported and a :class:`~labkit.webhooks.WebhookReceiver` served (so
-the lab loop's thread runs, as in a lesson). It times ``--collections``
-forced full collections (``gc.collect()``, the worst case a natural one can
-cost; a 64 MB buffer is read before each, so that it starts with cold caches
-as a natural one does) twice:
+* ``freeze``: the lab as it ships (``LABKIT_GC_FREEZE`` unset);
+* ``no-freeze``: ``LABKIT_GC_FREEZE=0``, the lab leaves the collector alone
+  (the kit before the freeze, and what a user who turns it off gets).
 
-* ``empty``: before anything is recorded: what the interpreter, tornado and
-  labkit cost a full collection on their own (the baseline);
+Each probe is a process of its own, pinned to one core. With ``--kernel`` it
+first loads what a student's kernel holds before the lab starts (IPython's
+shell, numpy, matplotlib with a figure drawn and kept). It then serves a
+:class:`~labkit.webhooks.WebhookReceiver` (the lab loop starts here, so the
+freeze happens here) and times ``--collections`` forced full collections
+(``gc.collect()``, the worst case a natural one can cost; a 64 MB buffer is
+read before each, so that it starts with cold caches as a natural one does)
+twice:
+
+* ``empty``: before anything is recorded;
 * ``holding``: after it has recorded ``--records`` trace records, written
   with :meth:`~labkit.trace.Trace.add` and :meth:`~labkit.trace.Trace.delivered`
   as the wire layer and a technique write them (request, response and event
@@ -25,26 +35,30 @@ as a natural one does) twice:
   ``request`` and a ``response`` record for each: 300,000 records and 100,000
   deliveries held by default.
 
-The kit's share is ``holding`` minus ``empty``, in the same process. The
-natural full collections that happen while it fills up are timed too.
-``gc.callbacks`` time every collection, in wall time (what a request waiting
-behind the collector sees, machine load included) and in the collecting
-thread's CPU time (what the collector itself costs). ``tracemalloc``
-measures the memory per trace record and per delivery (with its two records),
-``gc.get_objects()`` the objects the collector tracks, and the tracked
-containers of 10,000 items or more are named: the collector visits each of
-their items at every full collection, whatever the items are. With
-``--freeze``, each probe calls ``gc.freeze()`` once its imports are done and
-its server listens, before it measures anything: what an application could
-do about the baseline. ``--rounds`` probes run one after the other.
+The natural collections while it fills up are timed too, full ones and young
+ones (generations 0 and 1) apart. ``gc.callbacks`` time every collection, in
+wall time (what a request waiting behind the collector sees, machine load
+included) and in the collecting thread's CPU time (what the collector itself
+costs). ``tracemalloc`` measures the memory per trace record and per delivery
+(with its two records), ``gc.get_objects()`` the objects the collector
+tracks, and the tracked containers of 10,000 items or more are named: the
+collector visits each of their items at every full collection.
+
+What the freeze costs: an object alive at the freeze that later becomes
+garbage in a reference cycle is never freed. At the end each probe stops its
+server, drops it and the receiver (and, with ``--kernel``, closes the
+figure), collects, then unfreezes and collects once more with
+``gc.DEBUG_SAVEALL``: what that second collection finds is exactly the
+garbage the freeze kept alive; its size (the objects and what only they
+refer to, by ``sys.getsizeof``) is printed in MB, with the frozen objects'
+count and size. The one collection the lab runs when it starts is timed too.
 
 Exit status 0; 1 if a delivery was not answered 200; 2 if the run exceeded
-``--timeout``. The target (no full collection over 5 ms) is reported, not
-enforced.
+``--timeout``. The target (no collection over 5 ms) is reported, not enforced.
 
     nice .venv/bin/python bench/gc_pauses.py
-    nice .venv/bin/python bench/gc_pauses.py --freeze
-    nice .venv/bin/python bench/gc_pauses.py --deliveries 0       # trace records alone
+    nice .venv/bin/python bench/gc_pauses.py --kernel --deliveries 20000
+    nice .venv/bin/python bench/gc_pauses.py --modes no-freeze --deliveries 0   # records alone
 """
 
 from __future__ import annotations
@@ -65,7 +79,9 @@ from receiver_throughput import (SECRET, load_average, make_bodies, make_request
 SENDERS = 16
 """Keep-alive connections the deliveries arrive on."""
 TARGET_MS = 5.0
-"""No full collection should stop the kit for longer than this."""
+"""No collection should stop the kit for longer than this."""
+MODES = {"freeze": "1", "no-freeze": "0"}
+"""Each mode's value of ``LABKIT_GC_FREEZE`` in the probe."""
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -75,41 +91,56 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="deliveries kept by the receiver (100000)")
     parser.add_argument("--collections", type=int, default=20,
                         help="forced full collections timed before and after filling (20)")
-    parser.add_argument("--rounds", type=int, default=3, help="probes, one after the other (3)")
-    parser.add_argument("--freeze", action="store_true",
-                        help="gc.freeze() in every probe before it records anything")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="probes per mode, the modes taking turns (3)")
+    parser.add_argument("--modes", default="freeze,no-freeze",
+                        help="comma-separated, from: freeze (the lab as it ships), no-freeze "
+                             "(LABKIT_GC_FREEZE=0) (both)")
+    parser.add_argument("--kernel", action="store_true",
+                        help="load what a Jupyter kernel holds before the lab starts")
     parser.add_argument("--timeout", type=float, default=1800.0,
                         help="abort the whole run after S seconds (1800)")
     args = parser.parse_args(argv)
+    args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not args.modes or any(m not in MODES for m in args.modes):
+        parser.error(f"--modes takes a comma-separated list from {', '.join(MODES)}")
     if args.records < 0 or args.deliveries < 0 or args.collections < 1 or args.rounds < 1:
         parser.error("need --records >= 0, --deliveries >= 0, --collections >= 1, --rounds >= 1")
     return args
 
 
 class Collections:
-    """Every full collection of this process: wall and CPU seconds, from ``gc.callbacks``."""
+    """Every collection of this process, by generation: wall and CPU seconds (``gc.callbacks``)."""
 
     def __init__(self) -> None:
-        self.wall: list[float] = []
-        self.cpu: list[float] = []
+        self.wall: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        self.cpu: dict[int, list[float]] = {0: [], 1: [], 2: []}
         self._started = (0.0, 0.0)
         gc.callbacks.append(self._callback)
 
     def _callback(self, phase: str, info: dict) -> None:
-        if info["generation"] != 2:
-            return
         if phase == "start":
             self._started = (time.perf_counter(), time.thread_time())
         else:
-            self.wall.append(time.perf_counter() - self._started[0])
-            self.cpu.append(time.thread_time() - self._started[1])
+            self.wall[info["generation"]].append(time.perf_counter() - self._started[0])
+            self.cpu[info["generation"]].append(time.thread_time() - self._started[1])
 
-    def since(self, start: int) -> dict:
-        wall, cpu = self.wall[start:], self.cpu[start:]
-        return {"count": len(wall), "wall max": max(wall, default=0.0),
-                "wall median": statistics.median(wall) if wall else 0.0,
-                "cpu max": max(cpu, default=0.0),
-                "cpu median": statistics.median(cpu) if cpu else 0.0}
+    def mark(self) -> dict[int, int]:
+        """How many collections of each generation so far (for :meth:`since`)."""
+        return {generation: len(times) for generation, times in self.wall.items()}
+
+    def since(self, mark: dict[int, int]) -> dict:
+        """Full collections since ``mark`` (count, wall and CPU median and max) and young ones
+        (generations 0 and 1: count, wall and CPU max)."""
+        wall, cpu = self.wall[2][mark[2]:], self.cpu[2][mark[2]:]
+        young_wall = self.wall[0][mark[0]:] + self.wall[1][mark[1]:]
+        young_cpu = self.cpu[0][mark[0]:] + self.cpu[1][mark[1]:]
+        return {"count": len(wall), "wall median": statistics.median(wall) if wall else 0.0,
+                "wall max": max(wall, default=0.0),
+                "cpu median": statistics.median(cpu) if cpu else 0.0,
+                "cpu max": max(cpu, default=0.0), "young count": len(young_wall),
+                "young wall max": max(young_wall, default=0.0),
+                "young cpu max": max(young_cpu, default=0.0)}
 
 
 def fill_trace(trace, count: int) -> None:
@@ -142,11 +173,11 @@ def forced(collections: Collections, count: int, cold: bytearray) -> dict:
     Reading a buffer larger than the caches first makes each collection start
     with cold caches, as a natural one does after the process served requests.
     """
-    start = len(collections.wall)
+    mark = collections.mark()
     for _ in range(count):
         cold.count(b"\1")
         gc.collect()
-    return collections.since(start)
+    return collections.since(mark)
 
 
 def big_containers(least: int = 10_000) -> list[str]:
@@ -158,26 +189,91 @@ def big_containers(least: int = 10_000) -> list[str]:
     return [f"{kind} of {size:,}" for size, kind in found]
 
 
-def probe(conn, core: int | None, args: argparse.Namespace) -> None:
-    """One probe process: serve a receiver, time full collections, fill it, time them again.
+def size_of(objects: list) -> int:
+    """Bytes of ``objects`` and of the untracked objects (strings, numbers) they refer to."""
+    seen: set[int] = set()
+    total = 0
+    for obj in objects:
+        for part in (obj, *gc.get_referents(obj)):
+            if id(part) not in seen and (part is obj or not gc.is_tracked(part)):
+                seen.add(id(part))
+                total += sys.getsizeof(part)
+    return total
+
+
+def frozen_size() -> int:
+    """Bytes of what is frozen (its objects and the untracked objects they refer to).
+
+    ``gc.get_objects()`` does not list the frozen generation, so this unfreezes,
+    measures and freezes again: the same objects (and the few made since) end frozen.
+    """
+    gc.unfreeze()
+    try:
+        return size_of(gc.get_objects())
+    finally:
+        gc.freeze()
+
+
+def load_kernel() -> list:
+    """What a student's kernel holds before the lab starts: IPython's shell, numpy,
+    matplotlib (Agg) with one figure drawn and kept, as a notebook keeps its figures."""
+    import matplotlib
+    import numpy
+    from IPython.core.interactiveshell import InteractiveShell
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    InteractiveShell.instance()
+    figure, axes = plt.subplots()
+    x = numpy.arange(1_000)
+    axes.plot(x, numpy.sin(x / 50))
+    figure.canvas.draw()
+    return [figure]
+
+
+def kept_alive() -> dict:
+    """The garbage only the freeze keeps: collect what is not frozen, then unfreeze and
+    collect with ``DEBUG_SAVEALL``, which keeps what it finds in ``gc.garbage`` to be measured."""
+    gc.collect()
+    gc.unfreeze()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        gc.collect()
+        garbage = list(gc.garbage)
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    return {"objects": len(garbage), "bytes": size_of(garbage)}
+
+
+def probe(conn, core: int | None, mode: str, args: argparse.Namespace) -> None:
+    """One probe process: serve a receiver, time full collections, fill it, time them again,
+    then drop it all and measure what the freeze kept alive.
 
     The parent sends the deliveries over loopback once told the port.
     """
     pin(core)
+    os.environ["LABKIT_GC_FREEZE"] = MODES[mode]      # read when labkit.lab is imported
     collections = Collections()
     import tracemalloc
 
+    kernel = load_kernel() if args.kernel else []
     from labkit.webhooks import GitHubSignature, WebhookReceiver, serve_receiver
 
     cold = bytearray(64 << 20)
     receiver = WebhookReceiver([GitHubSignature(SECRET)])
-    server = serve_receiver(receiver)
-    gc.collect()
-    if args.freeze:
-        gc.freeze()
+    mark = collections.mark()
+    started = time.perf_counter()
+    server = serve_receiver(receiver)                 # the lab loop starts: collect, freeze
+    report = {"start ms": (time.perf_counter() - started) * 1e3,
+              "start full cpu ms": collections.since(mark)["cpu max"] * 1e3,
+              "frozen objects": gc.get_freeze_count(),
+              "frozen MB": frozen_size() / 1e6 if gc.get_freeze_count() else 0.0}
     tracked = len(gc.get_objects())
-    report = {"empty": forced(collections, args.collections, cold)}
-    natural = len(collections.wall)
+    report["tracked"] = tracked
+    report["empty"] = forced(collections, args.collections, cold)
+    natural = collections.mark()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     fill_trace(server.trace, args.records)
@@ -196,6 +292,13 @@ def probe(conn, core: int | None, args: argparse.Namespace) -> None:
     report["big containers"] = big_containers()
     report["holding"] = forced(collections, args.collections, cold)
     server.stop()
+    del server, receiver                              # what a notebook drops when it is done
+    if kernel:
+        import matplotlib.pyplot as plt
+        plt.close("all")
+        kernel.clear()
+    alive = kept_alive()
+    report["kept alive"], report["kept alive MB"] = alive["objects"], alive["bytes"] / 1e6
     conn.send(report)
 
 
@@ -209,11 +312,11 @@ def receive(conn, process, what: str, deadline: float):
     return conn.recv()
 
 
-def run_probe(args, raw_for, core, deadline: float) -> dict:
+def run_probe(args, mode: str, raw_for, core, deadline: float) -> dict:
     """Start a probe, send it the deliveries when it asks, return its report."""
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe()
-    process = context.Process(target=probe, args=(child, core, args), daemon=True)
+    process = context.Process(target=probe, args=(child, core, mode, args), daemon=True)
     process.start()
     try:
         port = receive(parent, process, "it listened", deadline)
@@ -238,7 +341,44 @@ def ms(seconds: float) -> str:
 
 
 PHASES = ("empty", "holding", "natural")
-STATS = ("wall median", "wall max", "cpu median", "cpu max")
+STATS = ("wall median", "wall max", "cpu median", "cpu max", "young wall max", "young cpu max")
+
+
+def summarize(mode: str, reports: list[dict], args) -> None:
+    """Print one mode's medians over probes, its memory figures and the target."""
+    def median(phase: str, stat: str) -> float:
+        return statistics.median(r[phase][stat] for r in reports)
+
+    def typical(key: str) -> float:
+        return statistics.median(r[key] for r in reports)
+
+    print(f"\n{mode}: medians over {len(reports)} probes (ms); empty = before anything is "
+          f"recorded, holding = after, natural = while filling; young = generations 0 and 1")
+    print(f"  {'':<26} " + " ".join(f"{s:>14}" for s in STATS))
+    for phase in PHASES:
+        print(f"  {phase:<26} " + " ".join(f"{ms(median(phase, s)):>14}" for s in STATS))
+    print(f"  {'the kit (holding - empty)':<26} " + " ".join(
+        f"{ms(median('holding', s) - median('empty', s)):>14}" for s in STATS[:4]))
+    first = reports[0]
+    print(f"  held at the end: {first['records']:,} trace records, {first['deliveries']:,} "
+          f"deliveries; tracked objects at the start {typical('tracked'):,.0f}, added "
+          f"+{typical('tracked objects added'):,.0f}; containers of 10,000 items or more: "
+          + (", ".join(first["big containers"]) or "none"))
+    per_delivery = (f"; {typical('bytes/delivery'):.0f} B per delivery, with its 2 trace "
+                    f"records and its id kept to spot repeats" if args.deliveries else "")
+    print(f"  memory: {typical('bytes/record'):.0f} B per trace record{per_delivery}")
+    print(f"  lab start: {typical('start ms'):.0f} ms (its full collection "
+          f"{typical('start full cpu ms'):.1f} ms CPU); frozen: {typical('frozen objects'):,.0f} "
+          f"objects, {typical('frozen MB'):.1f} MB; kept alive by the freeze once all was "
+          f"dropped: {typical('kept alive'):,.0f} objects, {typical('kept alive MB'):.2f} MB")
+    worst = max(max(r["holding"]["wall max"], r["natural"]["wall max"]) for r in reports)
+    worst_cpu = max(max(r["holding"]["cpu max"], r["natural"]["cpu max"]) for r in reports)
+    young = max(r["natural"]["young wall max"] for r in reports)
+    young_cpu = max(r["natural"]["young cpu max"] for r in reports)
+    met = max(worst_cpu, young_cpu) * 1e3 <= TARGET_MS
+    print(f"  target (no collection over {TARGET_MS:g} ms while holding them): longest full "
+          f"{ms(worst)} ms wall, {ms(worst_cpu)} ms CPU; longest young {ms(young)} ms wall, "
+          f"{ms(young_cpu)} ms CPU: {'met' if met else 'MISSED'} (by CPU time)")
 
 
 def main(argv=None) -> int:
@@ -255,58 +395,33 @@ def main(argv=None) -> int:
 
     print(f"gc pauses: {args.records:,} trace records written directly, then {args.deliveries:,} "
           f"deliveries over loopback ({SENDERS} senders; the wire layer adds 2 records each); "
-          f"{args.collections} forced full collections before and after, {args.rounds} probes"
-          + (", gc.freeze() before anything" if args.freeze else ""))
+          f"{args.collections} forced full collections before and after; modes "
+          f"{', '.join(args.modes)}, {args.rounds} probes each, taking turns"
+          + ("; a kernel's load (IPython, numpy, matplotlib) first" if args.kernel else ""))
     print(f"python {platform.python_version()}, {os.cpu_count()} CPUs; probes on core "
           f"{server_core}; load average {load_average()}  ({note})")
     print()
-    print(f"{'probe':>5}  {'phase':<8} {'count':>5} " + " ".join(f"{s + ' ms':>14}" for s in STATS)
-          + f" {'tracked +':>10} {'B/record':>9} {'B/delivery':>11}")
-    reports, wrong = [], 0
+    print(f"{'probe':>5}  {'mode':<9} {'phase':<8} {'full':>4} "
+          + " ".join(f"{s + ' ms':>17}" for s in STATS) + f" {'young':>6}")
+    reports: dict[str, list[dict]] = {mode: [] for mode in args.modes}
+    wrong = 0
     try:
         for round_ in range(1, args.rounds + 1):
-            report = run_probe(args, raw_for, server_core, deadline)
-            reports.append(report)
-            wrong += report["wrong"]
-            for phase in PHASES:
-                stats = report[phase]
-                extra = (f" {report['tracked objects added']:>10,} {report['bytes/record']:>9.0f} "
-                         f"{report['bytes/delivery']:>11.0f}" if phase == "holding" else "")
-                print(f"{round_:>5}  {phase:<8} {stats['count']:>5} "
-                      + " ".join(f"{ms(stats[s]):>14}" for s in STATS) + extra, flush=True)
+            for mode in (args.modes if round_ % 2 else args.modes[::-1]):
+                report = run_probe(args, mode, raw_for, server_core, deadline)
+                reports[mode].append(report)
+                wrong += report["wrong"]
+                for phase in PHASES:
+                    stats = report[phase]
+                    print(f"{round_:>5}  {mode:<9} {phase:<8} {stats['count']:>4} "
+                          + " ".join(f"{ms(stats[s]):>17}" for s in STATS)
+                          + f" {stats['young count']:>6}", flush=True)
     except TimeoutError as exc:
         print(f"\nabort: {exc} (--timeout {args.timeout:g} s)", file=sys.stderr)
         return 2
-
-    def median(phase: str, stat: str) -> float:
-        return statistics.median(r[phase][stat] for r in reports)
-
-    print()
-    print("medians over probes (ms); empty = before anything is recorded, holding = after; "
-          "natural = while filling")
-    print(f"  {'':<24} " + " ".join(f"{s:>11}" for s in STATS))
-    for phase in PHASES:
-        print(f"  {phase:<24} " + " ".join(f"{ms(median(phase, s)):>11}" for s in STATS))
-    print(f"  {'the kit (holding - empty)':<24} " + " ".join(
-        f"{ms(median('holding', s) - median('empty', s)):>11}" for s in STATS))
-    print(f"held at the end: {reports[0]['records']:,} trace records, "
-          f"{reports[0]['deliveries']:,} deliveries; objects the collector tracks: "
-          f"+{statistics.median(r['tracked objects added'] for r in reports):,.0f}")
-    print("tracked containers of 10,000 items or more, walked item by item by every full "
-          "collection: " + (", ".join(reports[0]["big containers"]) or "none"))
-    per_delivery = (f"; {statistics.median(r['bytes/delivery'] for r in reports):.0f} B per "
-                    f"delivery, with its 2 trace records and its id kept to spot repeats (its "
-                    f"body: {statistics.mean(len(b) for b in bodies):.0f} B)"
-                    if args.deliveries else "")
-    print(f"memory: {statistics.median(r['bytes/record'] for r in reports):.0f} B per trace "
-          f"record{per_delivery}")
-    worst = max(max(r["holding"]["wall max"], r["natural"]["wall max"]) for r in reports)
-    worst_cpu = max(max(r["holding"]["cpu max"], r["natural"]["cpu max"]) for r in reports)
-    print(f"target (no full collection over {TARGET_MS:g} ms while holding them): longest "
-          f"{ms(worst)} ms wall, {ms(worst_cpu)} ms CPU; of which the kit's "
-          f"{ms(median('holding', 'cpu max') - median('empty', 'cpu max'))} ms (CPU max, "
-          f"holding - empty)")
-    print(f"load average at the end: {load_average()}")
+    for mode in args.modes:
+        summarize(mode, reports[mode], args)
+    print(f"\nload average at the end: {load_average()}")
     if wrong:
         print(f"\nFAIL: {wrong} deliveries were not answered 200", file=sys.stderr)
         return 1

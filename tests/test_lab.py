@@ -324,3 +324,48 @@ def test_wait_until_returns_when_the_lab_loop_makes_progress_and_explains_a_time
 
     with pytest.raises(LabLoopError):
         lab.run(on_the_loop())
+
+
+GC_SCRIPT = """
+    import gc, weakref
+    from labkit import lab
+
+    class Node:
+        pass
+
+    {turn_off}
+    frozen_before = gc.get_freeze_count()
+    before = Node(); before.me = before          # a cycle made before the lab starts
+    before_ref = weakref.ref(before)
+    lab.run(lambda: None)                        # the lab loop starts here
+    frozen = gc.get_freeze_count()
+    after = Node(); after.me = after             # a cycle made once it runs
+    after_ref = weakref.ref(after)
+    del before, after
+    gc.collect()
+    print(frozen_before, frozen, before_ref() is not None, after_ref() is None)
+"""
+
+
+def run_gc_script(tmp_path, turn_off: str = "", env: dict | None = None) -> list[str]:
+    script = tmp_path / "gc_script.py"
+    script.write_text(textwrap.dedent(GC_SCRIPT.format(turn_off=turn_off)))
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                            timeout=60, cwd=os.getcwd(), env={**os.environ, **(env or {})})
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()
+
+
+def test_the_loop_start_freezes_what_exists_and_later_cycles_are_still_collected(tmp_path):
+    before, frozen, kept, collected = run_gc_script(tmp_path, env={"LABKIT_GC_FREEZE": "1"})
+    assert before == "0" and int(frozen) > 1_000   # the interpreter, tornado, labkit ...
+    assert kept == "True"          # the price: a cycle alive at the freeze is never collected
+    assert collected == "True"     # what is made afterwards is collected as usual
+
+
+@pytest.mark.parametrize("turn_off, env", [
+    ("", {"LABKIT_GC_FREEZE": "0"}),
+    ("lab.FREEZE_AT_START = False", {"LABKIT_GC_FREEZE": "1"}),
+], ids=["environment", "attribute"])
+def test_the_freeze_can_be_turned_off(tmp_path, turn_off, env):
+    assert run_gc_script(tmp_path, turn_off, env) == ["0", "0", "False", "True"]

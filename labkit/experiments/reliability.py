@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import gc
 import math
 import random
 import statistics
@@ -51,6 +50,7 @@ from typing import Any, Awaitable, Callable
 
 from labkit import lab
 from labkit.clock import Clock
+from labkit.errors import WaitTimeout
 from labkit.feed import Event, Feed, fixed_rate
 from labkit.lab import Server
 from labkit.progress import Progress
@@ -101,25 +101,21 @@ def _run(work: Awaitable, *, label: str, total: int, done: Callable[[], int],
     A compressed clock stretches every real pause: at 400 simulated seconds per real
     one, a 100 ms garbage collection walking a notebook's 150,000 objects becomes 40
     simulated seconds in the middle of a retry schedule. So the objects that exist
-    before the run are frozen (``gc.freeze``): a collection during the run walks only
-    what the run itself made. They are unfrozen afterwards.
+    before the run are frozen (:func:`labkit.lab.freeze`, as the lab does when it
+    starts): a collection during the run walks only what the run itself made.
     """
-    gc.collect()
-    gc.freeze()
-    try:
-        future = lab.submit(work)
-        deadline = time.monotonic() + timeout
-        with Progress(total, label) as bar:
-            while not future.done():
-                if time.monotonic() > deadline:
-                    future.cancel()
-                    raise TimeoutError(f"{label}: not finished within {timeout} s")
-                bar.update(done())
-                concurrent.futures.wait([future], timeout=0.1)
-            bar.update(total)
-        return future.result()
-    finally:
-        gc.unfreeze()
+    lab.freeze()
+    future = lab.submit(work)
+    deadline = time.monotonic() + timeout
+    with Progress(total, label) as bar:
+        while not future.done():
+            if time.monotonic() > deadline:
+                future.cancel()
+                raise WaitTimeout(f"{label}: not finished within {timeout} s")
+            bar.update(done())
+            concurrent.futures.wait([future], timeout=0.1)
+        bar.update(total)
+    return future.result()
 
 
 def _finished(*senders: Sender) -> Callable[[], int]:
