@@ -62,6 +62,16 @@ def test_what_is_refused_and_why(headers, reason):
     assert (refused.value.reason, refused.value.status) == (reason, 401)
 
 
+@pytest.mark.parametrize("scheme, header, shape", [
+    (GitHubLegacySignature, "X-Hub-Signature", "'sha1=' followed by 40 hex digits"),
+    (GitHubSignature, "X-Hub-Signature-256", "'sha256=' followed by 64 hex digits"),
+])
+def test_a_malformed_header_is_told_the_shape_it_must_have(scheme, header, shape):
+    with pytest.raises(SignatureError) as refused:
+        scheme(SECRET).verify({header: "sha=1"}, PAYLOAD)
+    assert f"{header} must be {shape}, got 'sha=1'" in str(refused.value)
+
+
 def test_a_changed_body_or_another_secret_is_a_mismatch():
     with pytest.raises(SignatureError, match="does not match"):
         GitHubLegacySignature(SECRET).verify({"X-Hub-Signature": VECTOR}, b"Hello, World?")
