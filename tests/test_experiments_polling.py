@@ -62,7 +62,9 @@ def test_the_weather_app_measures_every_interval_beside_the_theory(weather):
     for minutes, interval in weather.intervals.items():
         assert len(interval.delays) == 2 * weather.updates  # every phone, every forecast
         assert interval.polls == pytest.approx(2 * 4 * 60 / minutes, rel=0.2)
-        assert 0 <= interval.empty <= interval.polls
+        assert 0 <= interval.empty <= interval.polls and interval.skipped >= 0
+        assert interval.due_per_update == pytest.approx(
+            (interval.polls + interval.skipped) / 2 / weather.updates)
         assert interval.expected_wasted == pytest.approx(
             math.exp(-weather.updates / 4 * minutes / 60))
         assert interval.expected_polls_per_update == pytest.approx(
@@ -76,6 +78,7 @@ def test_the_weather_app_measures_every_interval_beside_the_theory(weather):
     assert weather.missed_polls() == 0  # every forecast came with its phone's next poll
     assert len(weather.polls_of("phone 1")) == pytest.approx(4 * 60 / 10, abs=2)
     assert weather.table().count("\n") == 3  # a header, a rule and a row per interval
+    assert "| ticks skipped |" in weather.table()
     fig = weather.figure()
     lanes = [t.get_text() for t in fig.axes[0].get_yticklabels()]
     assert lanes == ["events happen", "server (every 10 min)", "phone 1 (weather app)"]

@@ -177,12 +177,14 @@ def test_an_http_only_proxy_carries_the_stream_but_not_the_websocket():
 
 
 def test_at_scale_one_connection_and_one_request_per_client():
-    scale = x.at_scale(clients=(1, 3), events=3, rate=100.0)
+    scale = x.at_scale(clients=(1, 3), events=3, rate=100.0, traced=1)
     for technique in ("sse", "websocket"):
         for count in (1, 3):
             row = scale.row(technique, count)
             assert row["complete"] and row["requests"] == count
             assert row["connections"] in (None, count)
+        assert scale.row(technique, 1)["memory (bytes)"] > 0  # traced: up to one client
+        assert scale.row(technique, 3)["memory (bytes)"] is None
     assert scale.longer["clients"] == 3 and scale.longer["events"] == 15
     assert scale.longer["requests"] == 3 and scale.longer["complete"]
     drawn(scale.figure())

@@ -156,6 +156,23 @@ def test_the_weather_app_polls_every_ten_minutes_on_a_compressed_clock():
     assert trace.wasted_share("polling") > 0  # most polls bring nothing new
 
 
+def test_a_poll_that_overruns_its_ticks_skips_them_and_notes_when_each_was_due():
+    with serve_polling(Hub()) as server:
+        with PollingClient(server.endpoint_url, interval=0.05, name="stalled") as client:
+            settle(lambda: client.polls >= 2, "two polls")
+            stalled = time.monotonic()
+            lab.run(lambda: time.sleep(0.3))  # the loop stalls: six ticks pass, no poll
+            resumed = time.monotonic()
+            settle(lambda: client.polls >= 4, "polls after the stall")
+            polls, skipped = client.polls, list(client.skipped)
+    during = [t for t in skipped if stalled <= t <= resumed + 0.05]
+    assert len(during) >= 3  # the late poll served one tick; those after it were skipped
+    assert skipped == sorted(skipped)
+    steps = [(b - a) / 0.05 for a, b in zip(skipped, skipped[1:])]
+    assert all(round(step) >= 1 and step == pytest.approx(round(step), abs=0.01) for step in steps)
+    assert polls >= 4  # it went on polling at its ticks, without a burst to catch up
+
+
 def test_a_client_starts_from_now_or_from_the_cursor_it_is_given():
     hub = Hub()
     for n in range(3):

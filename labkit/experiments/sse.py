@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
 import socket
 import time
@@ -953,7 +954,10 @@ class Scale:
     rows: dict[str, list[dict]]
     events: int
     longer: dict
-    """SSE again, with the second number of clients and five times the events."""
+    """SSE again, with the second number of clients and five times the events (at five times
+    the rate: the same length of run)."""
+    traced: int
+    """The most clients a run measured memory with (``memory (bytes)`` is None above)."""
 
     def row(self, technique: str, clients: int) -> dict:
         """The row of ``technique`` with ``clients`` clients."""
@@ -975,7 +979,8 @@ class Scale:
         for ax, (key, title, scale) in zip(axes.flat, panels):
             for technique, rows in self.rows.items():
                 style, size = styles[technique]
-                ax.plot([r["clients"] for r in rows], [(r[key] or 0) * scale for r in rows],
+                ax.plot([r["clients"] for r in rows],
+                        [math.nan if r[key] is None else r[key] * scale for r in rows],
                         style, markersize=size, color=technique_color(technique),
                         label=label(technique))
             ax.set(xscale="log", yscale="log", title=title, xlabel="clients")
@@ -987,21 +992,28 @@ class Scale:
 
 
 def at_scale(*, clients: tuple[int, ...] = (1, 10, 100, 1000), events: int = 10,
-             rate: float = 50.0, seed: int = SEED) -> Scale:
+             rate: float = 50.0, traced: int = 100, seed: int = SEED) -> Scale:
     """:func:`labkit.push.scale.scaling` for SSE and WebSocket: each number of clients in a
     separate load process (``load="process"``), so the server's CPU is its own. Then SSE
-    once more with the second number of clients (10) and five times the events."""
+    once more with the second number of clients (10) and five times the events, at five
+    times the rate.
+
+    Server memory is measured in the runs of up to ``traced`` clients: ``tracemalloc``
+    traces every allocation, which makes connecting 1,000 clients take over twice as long, and
+    an idle connection holds as much with 100 clients as with 1,000.
+    """
     rows: dict[str, list[dict]] = {"sse": [], "websocket": []}
-    options = {"rate": rate, "seed": seed, "load": "process"}
+    options = {"seed": seed, "load": "process"}
     with Progress(2 * len(clients) + 1, "SSE and WebSocket, 1 to 1,000 clients") as bar:
         for technique, done in rows.items():
             for count in clients:
-                done.extend(scaling(technique, clients=(count,), events=events, **options))
+                done.extend(scaling(technique, clients=(count,), events=events, rate=rate,
+                                    memory=count <= traced, **options))
                 bar.advance()
         [longer] = scaling("sse", clients=clients[1:2] or clients[:1], events=5 * events,
-                           **options)
+                           rate=5 * rate, memory=False, **options)
         bar.advance()
-    return Scale(rows, events, longer)
+    return Scale(rows, events, longer, traced)
 
 
 # -- the notes' pros and cons ---------------------------------------------------------------------

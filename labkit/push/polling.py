@@ -417,7 +417,8 @@ class PollingClient(HubClient):
     ``phase + interval``, ``phase + 2 * interval`` ... seconds after the
     start (0 <= phase < interval: clients started together with different
     phases do not all poll at the same instant). A poll that takes longer
-    than the interval skips the ticks it overran rather than bursting.
+    than the interval skips the ticks it overran rather than bursting, and
+    notes when each was due in :attr:`skipped`.
     ``after``: start from that cursor (0: everything the server keeps; None:
     from now). Each new feed event becomes a ``trace.delivered`` record;
     a failed poll a ``retry`` record, and the next tick tries again.
@@ -442,6 +443,8 @@ class PollingClient(HubClient):
         self.clock = clock if clock is not None else REAL_TIME
         self.polls = 0
         """How many requests were answered (any status)."""
+        self.skipped: list[float] = []
+        """``time.monotonic()`` when each tick was due that a poll overran (no poll went out)."""
         self._path = (parts.path or "/") + (f"?{parts.query}&" if parts.query else "?")
         self._http: _Connection | None = None
         self._answered = False
@@ -460,13 +463,17 @@ class PollingClient(HubClient):
     async def _run(self) -> None:
         self._http = _Connection(self.url, self.name)
         clock = self.clock
-        start = clock.now()
+        start, due = clock.now(), 0  # tick k is at start + phase + k * interval
         while not self._stopping.is_set():
             await self._poll(None)
             if self.failure is not None:
                 return
-            tick = math.floor((clock.now() - start - self.phase) / self.interval) + 1
-            wait = clock.to_real(start + self.phase + tick * self.interval - clock.now())
+            now, real = clock.now(), time.monotonic()
+            tick = math.floor((now - start - self.phase) / self.interval) + 1
+            self.skipped += [real - clock.to_real(now - start - self.phase - k * self.interval)
+                             for k in range(due, tick)]
+            due = tick + 1
+            wait = clock.to_real(start + self.phase + tick * self.interval - now)
             if await self._pause(wait):
                 return
 
