@@ -20,17 +20,10 @@ from labkit.errors import (CursorError, HubError, HubClosedError, LabkitError, L
 from labkit.hub import Hub, Item
 from labkit.wire import annotate
 
+from helpers import settle
+
 
 # -- helpers ---------------------------------------------------------------------
-
-
-def settle(check, what: str, seconds: float = 5.0) -> None:
-    """Wait (from the test's thread) until ``check()`` holds; bounded in time."""
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {seconds} s")
-        time.sleep(0.005)
 
 
 async def parked(hub: Hub, count: int) -> None:
