@@ -31,8 +31,9 @@ import time
 
 from receiver_throughput import pick_cores, pin
 from sse_fanout import (HEADER, HOST, ROW, Client, Listener, Timeout, describe_machine,
-                        fan_out, load_average, medians_of, print_profile, print_row,
-                        problems_of, raise_open_files, serve_labkit, serve_labkit_component)
+                        fan_out, medians_of, print_profile, print_row,
+                        problems_of, raise_open_files, serve_labkit, serve_labkit_component,
+                        verdict)
 
 POLL_PATH = "/poll"
 HOLD = 25
@@ -155,13 +156,7 @@ def main(argv=None) -> int:
     except Timeout as exc:
         print(f"\nabort: {exc} (--timeout {args.timeout:g} s)", file=sys.stderr)
         return 2
-    print(f"\nload average after: {load_average()}")
-    if failures:
-        print(f"\nFAIL: {failures} measurements lost, reordered or miscounted events",
-              file=sys.stderr)
-        return 1
-    print("ok: every event reached every client, in order")
-    return 0
+    return verdict(failures)
 
 
 if __name__ == "__main__":

@@ -116,6 +116,7 @@ def start_redis() -> tuple[str, subprocess.Popen]:
         except OSError:
             time.sleep(0.1)
     process.kill()
+    process.wait(10)
     raise SystemExit(f"redis-server did not answer on port {port} within 10 s")
 
 

@@ -773,6 +773,11 @@ def main(argv=None) -> int:
     except Timeout as exc:
         print(f"\nabort: {exc} (--timeout {args.timeout:g} s)", file=sys.stderr)
         return 2
+    return verdict(failures)
+
+
+def verdict(failures: int) -> int:
+    """Say how the run ended; the exit status (1 if any measurement lost or misordered)."""
     print(f"\nload average after: {load_average()}")
     if failures:
         print(f"\nFAIL: {failures} measurements lost, reordered or miscounted events",

@@ -43,7 +43,6 @@ import platform
 import re
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -54,8 +53,9 @@ from urllib.parse import urlsplit
 from labkit.experiments.processes import ServerProcess
 from labkit.feed import Feed
 from labkit.redis_queue import delete_queue
+from receiver_throughput import cpu_seconds, load_average
+from redis_queue import start_redis
 
-TICK = os.sysconf("SC_CLK_TCK")
 CONNECT_AT_ONCE = 100
 """Connections opened concurrently (servers listen with a backlog of 128)."""
 FRAME = b"\nid: "
@@ -82,43 +82,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def start_redis() -> tuple[str, subprocess.Popen]:
-    """A redis-server of our own on a free loopback port, no persistence."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    process = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                                "--save", "", "--appendonly", "no"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
-                conn.sendall(b"PING\r\n")
-                if conn.recv(16).startswith(b"+PONG"):
-                    return f"redis://127.0.0.1:{port}/0", process
-        except OSError:
-            time.sleep(0.1)
-    process.kill()
-    process.wait(10)
-    raise SystemExit(f"redis-server did not answer on port {port} within 10 s")
-
-
 def redis_version() -> str:
     out = subprocess.run(["redis-server", "--version"], capture_output=True, text=True,
                          timeout=10).stdout.split()
     return f"redis-server {out[2].removeprefix('v=')}" if len(out) > 2 else "redis-server"
-
-
-def load_average() -> str:
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` (all its threads), in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 class Listener(asyncio.Protocol):
