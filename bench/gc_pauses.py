@@ -262,7 +262,7 @@ def probe(conn, core: int | None, mode: str, args: argparse.Namespace) -> None:
     from labkit.webhooks import GitHubSignature, WebhookReceiver, serve_receiver
 
     cold = bytearray(64 << 20)
-    receiver = WebhookReceiver([GitHubSignature(SECRET)])
+    receiver = WebhookReceiver([GitHubSignature(SECRET)], keep=None)   # hold them all
     mark = collections.mark()
     started = time.perf_counter()
     server = serve_receiver(receiver)                 # the lab loop starts: collect, freeze

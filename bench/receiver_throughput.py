@@ -150,11 +150,23 @@ def machine_busy() -> float:
     return (sum(fields) - fields[3] - fields[4]) / TICK
 
 
+def _stat(pid: int) -> list[str]:
+    """The fields of ``/proc/PID/stat`` after the command name (field 3 onwards)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()
+
+
 def cpu_times(pid: int) -> tuple[float, float]:
     """User and system CPU time of process ``pid`` (all its threads), in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
+    fields = _stat(pid)
     return int(fields[11]) / TICK, int(fields[12]) / TICK
+
+
+def page_faults(pid: int) -> int:
+    """Minor page faults of process ``pid`` so far: each is a page of memory touched for the
+    first time (or again after it went back to the system), work the kernel does in its
+    system time."""
+    return int(_stat(pid)[7])
 
 
 def cpu_seconds(pid: int) -> float:
@@ -279,7 +291,8 @@ def run_labkit(conn, core: int | None, profile: bool) -> None:
     conn.recv()                           # "stop"
     if profiler is not None:
         lab.run(profiler.disable)
-    report = {"accepted": len(receiver.deliveries), "refused": len(receiver.rejections),
+    counts = receiver.counts               # every one, remembered or not
+    report = {"accepted": counts["accepted"], "refused": counts["rejected"],
               "trace records": len(server.trace), **pauses.report()}
     server.stop()
     if profiler is not None:
@@ -518,10 +531,12 @@ def measure(kind: str, args, bodies: list[bytes], senders: int, cores, deadline:
         warm, _ = run(warm_raw)
         others = OthersMeter([os.getpid(), process.pid])
         user, system = cpu_times(process.pid)
+        faults = page_faults(process.pid)
         started = time.perf_counter()
         statuses, latencies = run(raw)
         elapsed = time.perf_counter() - started
         user, system = (now - then for now, then in zip(cpu_times(process.pid), (user, system)))
+        faults = page_faults(process.pid) - faults
         others_cores = others.cores()
         parent.send("stop")
         if not parent.poll(max(1.0, min(30.0, deadline - time.monotonic()))):
@@ -543,6 +558,7 @@ def measure(kind: str, args, bodies: list[bytes], senders: int, cores, deadline:
             "rate": len(raw) / elapsed, "p50": nearest_rank(ordered, 50),
             "p99": nearest_rank(ordered, 99), "max": ordered[-1], "others": others_cores,
             "cpu": (user + system) / len(raw), "user": user / len(raw), "sys": system / len(raw),
+            "faults": faults / len(raw),
             "wrong": wrong, "counts_ok": counts_ok, "report": report}
 
 
@@ -601,9 +617,11 @@ def summarize(table: dict[int, dict[str, list[dict]]]) -> bool:
           "each costs\nwhatever else the machine runs; its ratio is labkit's cost over plain's")
     print()
     print("the same, round by round: each round's labkit / plain (the two measured back to "
-          "back, so under\nmuch the same load), medians over rounds; and the CPU split")
+          "back, so under\nmuch the same load), medians over rounds; the CPU split, and minor "
+          "page faults per delivery")
     print(f"{'senders':>7}  {'rate ratio':>10} {'p99 ratio':>9} {'cpu ratio':>9}   "
-          f"{'user us labkit/plain':>20}   {'sys us labkit/plain':>19}")
+          f"{'user us labkit/plain':>20}   {'sys us labkit/plain':>19}   "
+          f"{'page faults labkit/plain':>24}")
     for senders, results in table.items():
         rounds = list(zip(results["labkit"], results["plain"]))
 
@@ -612,8 +630,10 @@ def summarize(table: dict[int, dict[str, list[dict]]]) -> bool:
 
         split = {key: f"{median_of(results['labkit'], key) * 1e6:.0f} / "
                       f"{median_of(results['plain'], key) * 1e6:.0f}" for key in ("user", "sys")}
+        faults = (f"{median_of(results['labkit'], 'faults'):.2f} / "
+                  f"{median_of(results['plain'], 'faults'):.2f}")
         print(f"{senders:>7}  {paired('rate'):>10.2f} {paired('p99'):>9.2f} {paired('cpu'):>9.2f}"
-              f"   {split['user']:>20}   {split['sys']:>19}")
+              f"   {split['user']:>20}   {split['sys']:>19}   {faults:>24}")
     print(f"target (rate ratio >= {TARGET_RATE:.2f} and p99 ratio <= {TARGET_P99:.2f} at every "
           f"sender count): {'met' if met else 'MISSED'}")
     return met

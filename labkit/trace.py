@@ -92,20 +92,31 @@ _CHUNK = 1024
 
 
 class Rows:
-    """An append-only sequence of flat tuples that the garbage collector never walks.
+    """An append-only sequence of flat tuples that the garbage collector never walks,
+    optionally keeping only the most recent ``limit`` of them.
 
     CPython stops tracking a tuple once a collection finds that it holds
     only strings, numbers, bytes, None or other such tuples: nothing in it
     can be part of a reference cycle. A *list* of a million such tuples is
     still walked item by item by every full collection, so rows are sealed
-    into tuples of 1,024 rows, which the collector then stops tracking too.
-    A full collection visits one list of chunks and at most 1,023 open rows,
-    however many rows are held.
+    into tuples of 1,024 rows (an eighth of ``limit`` when that is fewer),
+    which the collector then stops tracking too. A full collection visits one list of
+    chunks and at most one chunk of open rows, however many rows are held.
+
+    With a ``limit``, the oldest sealed chunk is let go once the newer rows
+    alone number ``limit``: memory stays bounded, and what a new row needs
+    reuses what the forgotten ones held, so a long-running server stops
+    asking the system for memory (bench/receiver_throughput.py: every page a
+    process touches for the first time costs the kernel a page fault, the
+    largest part of what keeping records costs a busy server). Readers see
+    exactly the last ``limit`` rows.
 
     ============  ===============================================
     ``append``    add one row (keep it flat: atoms and tuples only)
-    ``len()``     how many rows
-    ``snapshot``  a new list of every row, oldest first
+    ``len()``     how many rows a snapshot holds (at most ``limit``)
+    ``snapshot``  a new list of those rows, oldest first
+    ``total``     how many rows were ever appended
+    ``dropped``   how many of them are forgotten (``total - len()``)
     ``clear``     forget every row
     ============  ===============================================
 
@@ -114,32 +125,58 @@ class Rows:
     owner appends and takes snapshots under its own lock.
     """
 
-    __slots__ = ("_sealed", "_open")
+    __slots__ = ("limit", "_chunk", "_sealed", "_open", "_let_go")
 
-    def __init__(self) -> None:
-        self._sealed: list[tuple[tuple, ...]] = []
-        self._open: list[tuple] = []
+    def __init__(self, limit: int | None = None) -> None:
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                                  or limit < 1):
+            raise ValueError(f"{limit!r}: keep at least 1 row, or None to keep them all")
+        self.limit = limit
+        # Bounded: chunks of an eighth of the limit, so at most about 1.25 x limit rows are held.
+        self._chunk = _CHUNK if limit is None else max(1, min(_CHUNK, limit // 8))
+        self.clear()
 
     def append(self, row: tuple) -> None:
         rows = self._open
         rows.append(row)
-        if len(rows) == _CHUNK:
-            self._sealed.append(tuple(rows))
+        if len(rows) == self._chunk:
+            sealed = self._sealed
+            sealed.append(tuple(rows))
             self._open = []
+            if self.limit is not None and (len(sealed) - 1) * self._chunk >= self.limit:
+                del sealed[0]
+                self._let_go += self._chunk
+
+    def _held(self) -> int:
+        return len(self._sealed) * self._chunk + len(self._open)
 
     def __len__(self) -> int:
-        return len(self._sealed) * _CHUNK + len(self._open)
+        held = self._held()
+        return held if self.limit is None else min(held, self.limit)
+
+    @property
+    def total(self) -> int:
+        """How many rows were ever appended (since the last :meth:`clear`)."""
+        return self._let_go + self._held()
+
+    @property
+    def dropped(self) -> int:
+        """How many appended rows a snapshot no longer holds, to respect ``limit``."""
+        return self.total - len(self)
 
     def snapshot(self) -> list[tuple]:
         rows: list[tuple] = []
         for chunk in self._sealed:
             rows += chunk
         rows += self._open
+        if self.limit is not None and len(rows) > self.limit:
+            del rows[:-self.limit]
         return rows
 
     def clear(self) -> None:
-        self._sealed = []
-        self._open = []
+        self._sealed: list[tuple[tuple, ...]] = []
+        self._open: list[tuple] = []
+        self._let_go = 0
 
 
 _as_record = tuple.__new__

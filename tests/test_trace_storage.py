@@ -64,6 +64,40 @@ def test_rows_of_atoms_are_not_tracked_and_a_row_holding_a_list_is_kept_as_it_is
     assert gc.is_tracked(kept[-1]) and kept[-1][1] is mutable
 
 
+@pytest.mark.parametrize("limit", [1, 3, 1000, CHUNK, CHUNK + 1, 2 * CHUNK, 2500])
+def test_a_limit_keeps_exactly_the_most_recent_rows_and_counts_the_rest(limit):
+    rows = Rows(limit)
+    for n in range(5 * CHUNK + 7):
+        rows.append((n,))
+        kept = min(n + 1, limit)
+        assert len(rows) == kept and rows.total == n + 1 and rows.dropped == n + 1 - kept
+        if n % 97 == 0 or n == 5 * CHUNK + 6:
+            assert rows.snapshot() == [(m,) for m in range(n + 1 - kept, n + 1)]
+    rows.clear()
+    assert (len(rows), rows.total, rows.dropped, rows.snapshot()) == (0, 0, 0, [])
+
+
+def test_a_limit_bounds_memory_the_forgotten_rows_are_freed():
+    rows = Rows(1000)
+    tracemalloc.start()
+    try:
+        for n in range(30_000):
+            rows.append((n, bytes(1024)))
+            if n == 5_000:
+                settled = tracemalloc.get_traced_memory()[0]
+        grew = tracemalloc.get_traced_memory()[0] - settled
+    finally:
+        tracemalloc.stop()
+    assert len(rows) == 1000 and rows.total == 30_000
+    assert grew < 256 * 1024, f"memory grew by {grew:,} B after the limit was reached"
+
+
+@pytest.mark.parametrize("limit", [0, -1, 2.5, True, "10"])
+def test_a_limit_must_be_a_positive_integer(limit):
+    with pytest.raises(ValueError, match="keep at least 1 row"):
+        Rows(limit)
+
+
 # -- the trace: every field exactly ---------------------------------------------------------
 
 
@@ -253,7 +287,7 @@ def fill_receiver(receiver: WebhookReceiver, count: int) -> int:
 
 
 def test_memory_per_delivery_beyond_its_body_is_bounded():
-    receiver = WebhookReceiver()
+    receiver = WebhookReceiver(keep=None)
     count = 5_000
     bodies = []
     growth = traced_growth(lambda: bodies.append(fill_receiver(receiver, count)))
@@ -281,7 +315,7 @@ def test_holding_100000_records_adds_no_tracked_object_per_record():
 
 
 def test_holding_20000_deliveries_adds_no_tracked_object_per_delivery():
-    receiver = WebhookReceiver()
+    receiver = WebhookReceiver(keep=None)
     added = tracked_objects_added(lambda: fill_receiver(receiver, 20_000))
     assert len(receiver.deliveries) == 20_000
     assert added < 200, f"{added} objects the collector walks, for 20,000 deliveries"

@@ -250,7 +250,7 @@ def lossy_relay(*, events: int = 20, drop: float = 0.25, retries: int = 6,
     finally:
         _stop(started)
     return Lossy(trace=trace, provider_saw=tuple(saw),
-                 received=len(receiver.component.deliveries), relay_counts=counts,
+                 received=receiver.component.counts["accepted"], relay_counts=counts,
                  retrying=retrying)
 
 

@@ -97,13 +97,14 @@ class Targets:
                as_client: str = "attacker") -> Outcome:
         """POST raw ``body`` with ``headers`` to ``server``, as anyone on the internet can."""
         receiver = server.component
-        before = (len(receiver.deliveries), len(receiver.repeats), len(receiver.rejections))
+        before = receiver.counts
         response = self._sessions[as_client].post(server.endpoint_url, data=body,
                                                   headers=headers, timeout=5)
-        after = (len(receiver.deliveries), len(receiver.repeats), len(receiver.rejections))
-        if after[2] > before[2]:
+        after = receiver.counts
+        if after["rejected"] > before["rejected"]:
             return Outcome(response.status_code, receiver.rejections[-1].reason)
-        return Outcome(response.status_code, "accepted" if after[0] > before[0] else "repeat")
+        accepted = after["accepted"] > before["accepted"]
+        return Outcome(response.status_code, "accepted" if accepted else "repeat")
 
     def deliver(self, server: Server, webhook: OutgoingWebhook) -> Outcome:
         """Send a built webhook as the genuine provider."""

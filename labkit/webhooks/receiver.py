@@ -45,6 +45,14 @@ recognised, so it is always processed. Providers look at the status only, so
 success has an empty body. Every refusal is recorded as a :class:`Rejection` and its reason
 attached to the response's record in the trace; the server keeps serving.
 
+What it remembers: the most recent ``keep`` deliveries, rejections and
+repeats (1,000 of each by default; ``keep=None`` remembers all), and how many
+of each it ever had (:attr:`~WebhookReceiver.counts`). A receiver that
+remembered every delivery would grow by about 2 KB per delivery for as long
+as it runs, and on a busy server the memory it keeps asking the system for is
+a cost of its own: see bench/receiver_throughput.py. The trace is not
+bounded: it holds every request and latency a lesson measures.
+
 Where providers put the delivery id and the event type, the first found wins:
 
 ==================  ========================================  ==================================
@@ -233,13 +241,15 @@ class WebhookReceiver(httputil.HTTPServerConnectionDelegate):
     ``duplicates``: ``"ignore"`` (the default) acknowledges a repeated delivery
     id with 200 and does nothing else, counting it in :attr:`repeats`;
     ``"process"`` is the naive receiver that records and processes every copy.
+    ``keep``: how many of the most recent deliveries, rejections and repeats
+    it remembers (None: all); :attr:`counts` counts every one.
     """
 
     def __init__(self, verifiers: Iterable = (), *, max_body: int = 1024 * 1024,
                  process: Callable[[Delivery], Any] | None = None,
                  faults: Callable[[Delivery], Any] | None = None,
                  feed=None, trace: Trace | None = None, technique: str = "webhook",
-                 path: str = "/webhook", duplicates: str = "ignore"):
+                 path: str = "/webhook", duplicates: str = "ignore", keep: int | None = 1000):
         if duplicates not in DUPLICATES:
             raise LabkitError(f"duplicates={duplicates!r}: choose {DUPLICATES[0]!r} (a repeated "
                               f"delivery id is acknowledged, not processed again) or "
@@ -250,7 +260,6 @@ class WebhookReceiver(httputil.HTTPServerConnectionDelegate):
         # atomic keys and values (bench/gc_pauses.py: 8.9 ms less per collection at 100,000).
         self._accepted_ids: dict[str, None] = {}
         self._accepting: dict[str, asyncio.Event] = {}       # id -> set when its first copy ends
-        self._repeats: list[str] = []
         self.verifiers = list(verifiers)
         self.max_body = max_body
         self.process = process
@@ -260,29 +269,42 @@ class WebhookReceiver(httputil.HTTPServerConnectionDelegate):
         self.technique = techniques.get(technique).name
         self.path = path
         self._changed = threading.Condition()
-        self._deliveries = Rows()   # Delivery._row of each, which the collector never walks
-        self._rejections = Rows()   # Rejection._row of each
+        # The rows of the last `keep` of each, which the collector never walks.
+        self._deliveries = Rows(keep)   # Delivery._row
+        self._rejections = Rows(keep)   # Rejection._row
+        self._repeats = Rows(keep)      # (delivery id,)
+        self.keep = keep
         self._tasks: set[asyncio.Task] = set()
 
     @property
     def deliveries(self) -> list[Delivery]:
-        """A snapshot of every accepted delivery, oldest first."""
+        """A snapshot of the accepted deliveries (the last ``keep``), oldest first."""
         with self._changed:
             rows = self._deliveries.snapshot()
         return [Delivery._from_row(row) for row in rows]
 
     @property
     def rejections(self) -> list[Rejection]:
-        """A snapshot of every refused request, oldest first."""
+        """A snapshot of the refused requests (the last ``keep``), oldest first."""
         with self._changed:
             rows = self._rejections.snapshot()
         return [Rejection._from_row(row) for row in rows]
 
     @property
     def repeats(self) -> list[str]:
-        """The delivery id of each repeat acknowledged without processing, oldest first."""
+        """The delivery id of each repeat acknowledged without processing (the last
+        ``keep``), oldest first."""
         with self._changed:
-            return list(self._repeats)
+            rows = self._repeats.snapshot()
+        return [row[0] for row in rows]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """How many deliveries were ``accepted``, requests ``rejected`` and ``repeats``
+        acknowledged since the receiver was made, remembered or not; one snapshot."""
+        with self._changed:
+            return {"accepted": self._deliveries.total, "rejected": self._rejections.total,
+                    "repeats": self._repeats.total}
 
     def rules(self) -> list:
         """Tornado URL rules mounting this receiver at ``path``."""
@@ -300,19 +322,19 @@ class WebhookReceiver(httputil.HTTPServerConnectionDelegate):
         return _Exchange(self, request_conn)
 
     def wait_for(self, count: int, timeout: float = 5.0) -> list[Delivery]:
-        """Block until ``count`` deliveries have arrived; return them all.
+        """Block until ``count`` deliveries have arrived; return them (the last ``keep``).
 
         Raises TimeoutError after ``timeout`` seconds, saying what did arrive.
         Call it from a notebook cell or a script, not from the lab loop.
         """
         def explain() -> str:
-            rejected = self.rejections
+            rejected, counts = self.rejections, self.counts
             last = f" (last: {rejected[-1].status} {rejected[-1].reason})" if rejected else ""
-            return (f"only {len(self._deliveries)} of {count} deliveries reached {self.path} "
-                    f"within {timeout} s, and {len(rejected)} requests were rejected{last}: check "
+            return (f"only {counts['accepted']} of {count} deliveries reached {self.path} within "
+                    f"{timeout} s, and {counts['rejected']} requests were rejected{last}: check "
                     f"the sender's URL, secret and clock, and receiver.rejections for the reasons")
 
-        lab.wait_until(self._changed, lambda: len(self._deliveries) >= count, timeout, explain)
+        lab.wait_until(self._changed, lambda: self._deliveries.total >= count, timeout, explain)
         return self.deliveries
 
     # -- steps of a request, called by the exchange ----------------------------
@@ -379,12 +401,12 @@ class WebhookReceiver(httputil.HTTPServerConnectionDelegate):
 
     def _repeated(self, delivery_id: str) -> None:
         with self._changed:
-            self._repeats.append(delivery_id)
+            self._repeats.append((delivery_id,))
             self._changed.notify_all()
 
     def __repr__(self) -> str:
-        return (f"<WebhookReceiver {self.path} {len(self._deliveries)} delivered, "
-                f"{len(self._rejections)} rejected>")
+        return (f"<WebhookReceiver {self.path} {self._deliveries.total} delivered, "
+                f"{self._rejections.total} rejected>")
 
 
 def _lower_case(headers: httputil.HTTPHeaders) -> dict[str, str]:
