@@ -532,6 +532,20 @@ class _Exchange(httputil.HTTPMessageDelegate):
         self.body.add(chunk)
 
     def finish(self) -> None:
+        """The body is complete: answer in the loop's next turn, as tornado runs a
+        ``RequestHandler``.
+
+        Requests that arrived together are all read first, then answered one
+        after another. Answering each as soon as it is read interleaves the
+        answers with the reading, and each answer then finds its sender
+        asleep: waking it is work the kernel charges to this server (on a
+        virtual machine, about 10 us of system time per delivery at 64
+        senders; bench/receiver_throughput.py).
+        """
+        asyncio.get_running_loop().call_soon(self.respond)
+
+    def respond(self) -> None:
+        """Steps 2 to 8, once the whole body is in."""
         if self.answered:
             return
         receiver = self.receiver
