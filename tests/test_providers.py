@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import random
 import re
@@ -81,6 +82,7 @@ def test_github_push_payload_is_realistic_compact_json_filled_from_the_event():
     event = Feed().make("push", {"repository": "acme/rockets", "author": "wile",
                                  "message": "Fix fuse", "ref": "refs/heads/dev",
                                  "added": ["fuse.py"]})
+    event = dataclasses.replace(event, created=event.created - 90.5)   # pushed 90.5 s ago
     webhook = GitHubProvider("gh", clock=fixed()).build(URL, event)
     body = json.loads(webhook.body)
     compact = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
@@ -92,13 +94,13 @@ def test_github_push_payload_is_realistic_compact_json_filled_from_the_event():
     repository = body["repository"]
     assert (repository["name"], repository["full_name"]) == ("rockets", "acme/rockets")
     assert repository["owner"]["login"] == "acme"
-    assert repository["pushed_at"] == int(NOW)
+    assert repository["pushed_at"] == int(NOW) - 91, "when the push happened, not the sending"
     assert body["pusher"]["name"] == body["sender"]["login"] == "wile"
     assert body["head_commit"] == body["commits"][0]
     commit = body["head_commit"]
     assert commit["id"] == body["after"] and commit["message"] == "Fix fuse"
     assert commit["added"] == ["fuse.py"]
-    assert commit["timestamp"] == "2023-11-14T22:13:20Z"
+    assert commit["timestamp"] == "2023-11-14T22:11:49Z"
     assert body["compare"].startswith("https://github.com/acme/rockets/compare/")
 
 

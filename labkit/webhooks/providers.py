@@ -312,7 +312,9 @@ class GitHubProvider(Provider):
         return event.payload.get("repository", "octo-org/hello-world")
 
     def push_payload(self, event, now: float) -> dict:
-        """The full ``push`` payload GitHub would send for ``event``."""
+        """The full ``push`` payload GitHub would send for ``event``; its times are when the
+        push happened, so every copy of it (a retry, the API's answer) says the same."""
+        now = _occurred(event, now)
         p = event.payload
         full_name = self.repository(event)
         author = p.get("author", "octocat")
