@@ -38,6 +38,19 @@ and its peak memory. The machine is shared, so
 the load average and the CPU time other processes used during each
 measurement ("others", in cores) are printed with it.
 
+``--interleave N`` measures the two in turns instead: both receivers run at
+once (each in its own process, both pinned to the server core, one busy at a
+time), each keeps its senders' connections open, and they take turns of N
+deliveries (A B B A A B ...) until each has had all of its own. A busy spell
+of the shared machine then falls on both alike, which one-after-the-other
+measurements seconds apart cannot promise; the figures are sums over each
+receiver's turns. Use it to tell a real difference from the machine's noise.
+
+Each server's minor page faults per delivery are printed too: memory touched
+for the first time (a receiver that keeps what it received asks for some),
+which the kernel serves in system time (about 2 us a page on the machine the
+docs' figures come from).
+
 ``--overhead`` then measures what the kit's bookkeeping adds to one exchange.
 One process, pinned like the others, serves the plain handler three ways on
 the lab loop: ``bare`` (tornado's own HTTP server), ``wired`` (through
@@ -58,12 +71,14 @@ if the run exceeded ``--timeout``. The targets are reported, not enforced.
     nice .venv/bin/python bench/receiver_throughput.py --overhead
     nice .venv/bin/python bench/receiver_throughput.py --senders "" --overhead --rounds 7
     .venv/bin/python bench/receiver_throughput.py --senders 64 --rounds 5 --profile
+    nice .venv/bin/python bench/receiver_throughput.py --rounds 7 --interleave 500
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import hashlib
 import hmac
@@ -106,6 +121,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="one delivery in N is signed with the wrong secret (10)")
     parser.add_argument("--rounds", type=int, default=5,
                         help="rounds per sender count, each measuring both receivers (5)")
+    parser.add_argument("--interleave", type=int, default=0, metavar="N",
+                        help="run both receivers at once and measure them in turns of N "
+                             "deliveries (0: one after the other, the default)")
     parser.add_argument("--timeout", type=float, default=900.0,
                         help="abort the whole run after S seconds (900)")
     parser.add_argument("--overhead", action="store_true",
@@ -119,9 +137,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     except ValueError:
         parser.error(f"--senders needs comma-separated integers, not {args.senders!r}")
     if (args.deliveries < 1 or min(args.senders, default=1) < 1 or args.size < 64
-            or args.forged_every < 2 or args.rounds < 1):
+            or args.forged_every < 2 or args.rounds < 1 or args.interleave < 0):
         parser.error("need --deliveries >= 1, --senders >= 1, --size >= 64, --forged-every >= 2, "
-                     "--rounds >= 1")
+                     "--rounds >= 1, --interleave >= 0")
     return args
 
 
@@ -470,8 +488,25 @@ async def read_status(reader: asyncio.StreamReader) -> int:
     return status
 
 
-async def send_all(port: int, raw: list[bytes], senders: int) -> tuple[list[int], list[float]]:
-    """Send every request over ``senders`` keep-alive connections.
+Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def open_senders(port: int, senders: int) -> list[Connection]:
+    """``senders`` keep-alive connections to ``port``."""
+    return list(await asyncio.gather(*(asyncio.open_connection(HOST, port)
+                                       for _ in range(senders))))
+
+
+async def close_senders(connections: list[Connection]) -> None:
+    for _, writer in connections:
+        writer.close()
+    await asyncio.gather(*(writer.wait_closed() for _, writer in connections),
+                         return_exceptions=True)
+
+
+async def send_over(connections: list[Connection],
+                    raw: list[bytes]) -> tuple[list[int], list[float]]:
+    """Send every request, each connection taking the next as soon as it is free.
 
     Returns the statuses and the latencies (seconds), in request order.
     """
@@ -480,20 +515,24 @@ async def send_all(port: int, raw: list[bytes], senders: int) -> tuple[list[int]
     work = iter(range(len(raw)))
     clock = time.perf_counter
 
-    async def sender() -> None:
-        reader, writer = await asyncio.open_connection(HOST, port)
-        try:
-            for index in work:            # one shared iterator: whoever is free takes the next
-                started = clock()
-                writer.write(raw[index])
-                statuses[index] = await read_status(reader)
-                latencies[index] = clock() - started
-        finally:
-            writer.close()
-            await writer.wait_closed()
+    async def sender(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for index in work:                # one shared iterator: whoever is free takes the next
+            started = clock()
+            writer.write(raw[index])
+            statuses[index] = await read_status(reader)
+            latencies[index] = clock() - started
 
-    await asyncio.gather(*(sender() for _ in range(senders)))
+    await asyncio.gather(*(sender(*connection) for connection in connections))
     return statuses, latencies
+
+
+async def send_all(port: int, raw: list[bytes], senders: int) -> tuple[list[int], list[float]]:
+    """Send every request over ``senders`` new keep-alive connections, then close them."""
+    connections = await open_senders(port, senders)
+    try:
+        return await send_over(connections, raw)
+    finally:
+        await close_senders(connections)
 
 
 def nearest_rank(sorted_values: list[float], p: int) -> float:
@@ -501,65 +540,158 @@ def nearest_rank(sorted_values: list[float], p: int) -> float:
     return sorted_values[max(1, math.ceil(len(sorted_values) * p / 100)) - 1]
 
 
-def measure(kind: str, args, bodies: list[bytes], senders: int, cores, deadline: float,
-            profile: bool = False) -> dict:
-    """Start one receiver process, warm it up, time the deliveries, check every status."""
-    server_core, _load_core, _ = cores
-    context = multiprocessing.get_context("spawn")
-    parent, child = context.Pipe()
-    process = context.Process(target=RECEIVERS[kind], args=(child, server_core, profile),
-                              daemon=True)
-    process.start()
-    try:
-        if not parent.poll(max(0.0, min(30.0, deadline - time.monotonic()))):
-            raise Timeout(f"the {kind} receiver did not start in time")
-        port = parent.recv()
-        warm_raw, _ = make_requests(bodies[:WARMUP], port, forged_every=10**9)
-        raw, expected = make_requests(bodies[WARMUP:], port, args.forged_every, first=WARMUP)
+class ServerProcess:
+    """One receiver (``labkit`` or ``plain``) in a process of its own, pinned to ``core``.
 
-        def run(requests_: list[bytes]) -> tuple[list[int], list[float]]:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise Timeout("out of time before sending")
-            try:
-                return asyncio.run(asyncio.wait_for(send_all(port, requests_, senders),
-                                                    remaining))
-            except asyncio.TimeoutError:
-                raise Timeout(f"the {kind} receiver did not answer every delivery in time") \
-                    from None
+    ``with ServerProcess(...) as server``: started, ``server.port`` known;
+    ``server.stop()`` returns its report; leaving the block ends the process.
+    """
 
-        warm, _ = run(warm_raw)
-        others = OthersMeter([os.getpid(), process.pid])
-        user, system = cpu_times(process.pid)
-        faults = page_faults(process.pid)
-        started = time.perf_counter()
-        statuses, latencies = run(raw)
-        elapsed = time.perf_counter() - started
-        user, system = (now - then for now, then in zip(cpu_times(process.pid), (user, system)))
-        faults = page_faults(process.pid) - faults
-        others_cores = others.cores()
-        parent.send("stop")
-        if not parent.poll(max(1.0, min(30.0, deadline - time.monotonic()))):
-            raise Timeout(f"the {kind} receiver did not report in time")
-        report = parent.recv()
-    finally:
-        process.join(5)
-        if process.is_alive():
-            process.terminate()
-            process.join(5)
+    def __init__(self, kind: str, core: int | None, deadline: float, profile: bool = False):
+        self.kind, self.deadline = kind, deadline
+        context = multiprocessing.get_context("spawn")
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=RECEIVERS[kind], args=(child, core, profile),
+                                       daemon=True)
 
+    def __enter__(self) -> "ServerProcess":
+        self.process.start()
+        if not self.conn.poll(max(0.0, min(30.0, self.deadline - time.monotonic()))):
+            self.__exit__()
+            raise Timeout(f"the {self.kind} receiver did not start in time")
+        self.port = self.conn.recv()
+        self.pid = self.process.pid
+        return self
+
+    def stop(self) -> dict:
+        self.conn.send("stop")
+        if not self.conn.poll(max(1.0, min(30.0, self.deadline - time.monotonic()))):
+            raise Timeout(f"the {self.kind} receiver did not report in time")
+        return self.conn.recv()
+
+    def __exit__(self, *_exc) -> None:
+        self.process.join(5)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(5)
+
+
+class Usage:
+    """What a server process spent while it was being measured, summed over windows."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.elapsed = self.user = self.system = 0.0
+        self.faults = 0
+
+    def __enter__(self) -> "Usage":
+        self._user, self._system = cpu_times(self.pid)
+        self._faults = page_faults(self.pid)
+        self._started = time.perf_counter()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.elapsed += time.perf_counter() - self._started
+        user, system = cpu_times(self.pid)
+        self.user += user - self._user
+        self.system += system - self._system
+        self.faults += page_faults(self.pid) - self._faults
+
+
+def measurement(kind: str, statuses: list[int], latencies: list[float], expected: list[int],
+           warm: list[int], usage: Usage, others: float, report: dict) -> dict:
+    """One measurement: rates, latency percentiles, CPU per delivery, and the checks."""
+    n = len(statuses)
     forged = expected.count(401)
     wrong = sum(1 for got, want in zip(statuses, expected) if got != want)
     wrong += sum(1 for got in warm if got != 200)
-    counts_ok = (report["accepted"] == len(expected) - forged + len(warm)
-                 and report["refused"] == forged)
+    counts_ok = (report["accepted"] == n - forged + len(warm) and report["refused"] == forged)
     ordered = sorted(latencies)
-    return {"kind": kind, "deliveries": len(raw), "elapsed": elapsed,
-            "rate": len(raw) / elapsed, "p50": nearest_rank(ordered, 50),
-            "p99": nearest_rank(ordered, 99), "max": ordered[-1], "others": others_cores,
-            "cpu": (user + system) / len(raw), "user": user / len(raw), "sys": system / len(raw),
-            "faults": faults / len(raw),
+    return {"kind": kind, "deliveries": n, "elapsed": usage.elapsed,
+            "rate": n / usage.elapsed, "p50": nearest_rank(ordered, 50),
+            "p99": nearest_rank(ordered, 99), "max": ordered[-1], "others": others,
+            "cpu": (usage.user + usage.system) / n, "user": usage.user / n,
+            "sys": usage.system / n, "faults": usage.faults / n,
             "wrong": wrong, "counts_ok": counts_ok, "report": report}
+
+
+def run_bounded(coroutine, deadline: float, what: str):
+    """Run ``coroutine`` to its end, or raise Timeout at ``deadline``."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        coroutine.close()
+        raise Timeout("out of time before sending")
+    try:
+        return asyncio.run(asyncio.wait_for(coroutine, remaining))
+    except asyncio.TimeoutError:
+        raise Timeout(f"{what} did not answer every delivery in time") from None
+
+
+def measure(kind: str, args, bodies: list[bytes], senders: int, cores, deadline: float,
+            profile: bool = False) -> dict:
+    """Start one receiver process, warm it up, time the deliveries, check every status."""
+    with ServerProcess(kind, cores[0], deadline, profile) as server:
+        warm_raw, _ = make_requests(bodies[:WARMUP], server.port, forged_every=10**9)
+        raw, expected = make_requests(bodies[WARMUP:], server.port, args.forged_every,
+                                      first=WARMUP)
+        warm, _ = run_bounded(send_all(server.port, warm_raw, senders), deadline,
+                              f"the {kind} receiver")
+        others = OthersMeter([os.getpid(), server.pid])
+        with Usage(server.pid) as usage:
+            statuses, latencies = run_bounded(send_all(server.port, raw, senders), deadline,
+                                              f"the {kind} receiver")
+        others_cores = others.cores()
+        report = server.stop()
+    return measurement(kind, statuses, latencies, expected, warm, usage, others_cores, report)
+
+
+def measure_interleaved(kinds: tuple[str, ...], args, bodies: list[bytes], senders: int, cores,
+                        deadline: float, first: str) -> dict[str, dict]:
+    """Both receivers up at once, measured in turns of ``--interleave`` deliveries each.
+
+    Each keeps its ``senders`` connections open throughout; the turns go
+    A B B A A B ..., starting with ``first``, so a busy spell of the machine
+    falls on both alike. Every figure is summed over a receiver's turns.
+    """
+    order = (first,) + tuple(kind for kind in kinds if kind != first)
+    batch = args.interleave
+    with contextlib.ExitStack() as stack:
+        servers = {kind: stack.enter_context(ServerProcess(kind, cores[0], deadline))
+                   for kind in order}
+        work = {}
+        for kind, server in servers.items():
+            warm_raw, _ = make_requests(bodies[:WARMUP], server.port, forged_every=10**9)
+            raw, expected = make_requests(bodies[WARMUP:], server.port, args.forged_every,
+                                          first=WARMUP)
+            work[kind] = (warm_raw, raw, expected)
+        usage = {kind: Usage(server.pid) for kind, server in servers.items()}
+
+        async def turns() -> dict[str, tuple[list[int], list[int], list[float]]]:
+            pools = {kind: await open_senders(server.port, senders)
+                     for kind, server in servers.items()}
+            got = {kind: ([], [], []) for kind in order}
+            try:
+                for kind in order:
+                    got[kind][0][:] = (await send_over(pools[kind], work[kind][0]))[0]
+                total = len(work[first][1])
+                for turn, start in enumerate(range(0, total, batch)):
+                    for kind in (order if turn % 2 == 0 else order[::-1]):
+                        with usage[kind]:
+                            statuses, latencies = await send_over(
+                                pools[kind], work[kind][1][start:start + batch])
+                        got[kind][1].extend(statuses)
+                        got[kind][2].extend(latencies)
+            finally:
+                for pool in pools.values():
+                    await close_senders(pool)
+            return got
+
+        others = OthersMeter([os.getpid(), *(server.pid for server in servers.values())])
+        got = run_bounded(turns(), deadline, "a receiver")
+        others_cores = others.cores()
+        reports = {kind: server.stop() for kind, server in servers.items()}
+    return {kind: measurement(kind, got[kind][1], got[kind][2], work[kind][2], got[kind][0],
+                              usage[kind], others_cores, reports[kind]) for kind in order}
 
 
 # -- the run --------------------------------------------------------------------------------
@@ -574,8 +706,15 @@ def compare(kinds: tuple[str, str], args, bodies, senders: int, cores, deadline:
     results: dict[str, list[dict]] = {kind: [] for kind in kinds}
     failures = 0
     for round_ in range(1, rounds + 1):
-        for kind in (kinds if round_ % 2 else kinds[::-1]):
-            result = measure(kind, args, bodies, senders, cores, deadline)
+        order = kinds if round_ % 2 else kinds[::-1]
+        if args.interleave:
+            measured = measure_interleaved(kinds, args, bodies, senders, cores, deadline,
+                                           first=order[0])
+        else:
+            measured = {kind: measure(kind, args, bodies, senders, cores, deadline)
+                        for kind in order}
+        for kind in order:
+            result = measured[kind]
             results[kind].append(result)
             failures += result["wrong"] + (0 if result["counts_ok"] else 1)
             report = result["report"]
