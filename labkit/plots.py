@@ -62,7 +62,7 @@ from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, StepPatch
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
 
 from labkit import techniques as _table
 from labkit.errors import LabkitError, RecordKindError
@@ -76,6 +76,7 @@ __all__ = [
     "bytes_chart",
     "rate_over_time",
     "dashboard",
+    "plain_log_ticks",
 ]
 
 _UNITS = {"s": 1.0, "ms": 1e3, "us": 1e6}
@@ -90,6 +91,19 @@ def technique_color(technique: str) -> str:
     rather than quietly getting a colour of its own.
     """
     return _table.colour(technique)
+
+
+def plain_log_ticks(axis, *, subs: tuple[float, ...] = (1.0,)) -> None:
+    """Label a log-scaled ``axis`` (``ax.xaxis`` or ``ax.yaxis``) in plain numbers.
+
+    Ticks at ``subs`` times each power of ten (``(1, 2, 5)`` for a short
+    range), labelled ``1``, ``20``, ``0.005``, ``1,000``, and no minor ticks.
+    Matplotlib's own log labels (``10^3``) are typeset as math, which makes a
+    chart of several log panels take a second or more to draw.
+    """
+    axis.set_major_locator(LogLocator(subs=subs))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,g}"))
+    axis.set_minor_locator(NullLocator())
 
 
 def _new_axes(ax: Axes | None, figsize: tuple[float, float]) -> Axes:
@@ -411,6 +425,7 @@ def latency_cdf(trace: Trace | Mapping[str, Sequence[float]], *,
                 label=f"{_table.label(name) if _known(name) else name} (p50 {p50:.3g} {unit})")
     if log:
         ax.set_xscale("log")
+        plain_log_ticks(ax.xaxis, subs=(1, 2, 5))
     if ax.get_lines():
         ax.legend(loc="lower right")
     else:

@@ -361,6 +361,8 @@ class Weather:
         refresh interval measured (dots), the theory (lines)."""
         import matplotlib.pyplot as plt
         import numpy as np
+
+        from labkit import plots
         fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.4), layout="constrained")
         rows = list(self.intervals.values())
         rate = rows[0].rate
@@ -383,6 +385,7 @@ class Weather:
             right.annotate(label, (r.rate * r.seconds, r.wasted), xytext=(7, 3),
                            textcoords="offset points", fontsize="small")
         left.set_xscale("log")
+        plots.plain_log_ticks(left.xaxis, subs=(1, 2, 5))
         left.set_xlabel("polls per forecast, each phone (log scale)")
         left.set_ylabel("minutes from a forecast to a phone")
         left.set_title("Faster polling: shorter delays, more requests\n"

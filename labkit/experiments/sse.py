@@ -829,7 +829,7 @@ class Against:
     def figure(self):
         """Three bar charts: set-up bytes, bytes per event, bytes of the messages back."""
         import matplotlib.pyplot as plt
-        from labkit.plots import technique_color
+        from labkit.plots import plain_log_ticks, technique_color
         fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), layout="constrained")
         for ax, (title, values) in zip(axes, (
                 ("opening the stream / socket", self.setup),
@@ -967,7 +967,7 @@ class Scale:
         """Requests, bytes, open connections, server CPU, memory and p99 latency against the
         number of clients, both axes logarithmic."""
         import matplotlib.pyplot as plt
-        from labkit.plots import technique_color
+        from labkit.plots import plain_log_ticks, technique_color
         from labkit.techniques import label
         panels = (("requests", "requests", 1), ("bytes", "bytes on the wire (MB)", 1e-6),
                   ("connections", "open connections (peak)", 1),
@@ -984,7 +984,9 @@ class Scale:
                         style, markersize=size, color=technique_color(technique),
                         label=label(technique))
             ax.set(xscale="log", yscale="log", title=title, xlabel="clients")
-            ax.grid(alpha=0.3, which="both")
+            plain_log_ticks(ax.xaxis)
+            plain_log_ticks(ax.yaxis, subs=(1, 2, 5))
+            ax.grid(alpha=0.3)
         axes.flat[0].legend()
         fig.suptitle(f"{self.events} events to every client; the clients run in a separate "
                      f"process")
@@ -992,7 +994,7 @@ class Scale:
 
 
 def at_scale(*, clients: tuple[int, ...] = (1, 10, 100, 1000), events: int = 10,
-             rate: float = 50.0, traced: int = 100, seed: int = SEED) -> Scale:
+             rate: float = 100.0, traced: int = 100, seed: int = SEED) -> Scale:
     """:func:`labkit.push.scale.scaling` for SSE and WebSocket: each number of clients in a
     separate load process (``load="process"``), so the server's CPU is its own. Then SSE
     once more with the second number of clients (10) and five times the events, at five

@@ -25,7 +25,7 @@ call                               what it shows
 ``gone_subscriptions()``           phones that unsubscribed answer 410; the shop forgets them
 ``vapid_refusals()``               pushes with a missing, foreign, expired or misaddressed VAPID
                                    token, each refused with its reason; then one that works
-``beside_the_others()``            the same 50 events by Web Push, SSE, long polling and polling:
+``beside_the_others()``            the same 25 events by Web Push, SSE, long polling and polling:
                                    latency and bytes per notification; ``figure()``, ``table()``
 ``pros_and_cons(...)``             the lecture notes' pros and cons, each with its measured number
 ``try_service_worker(worker, ...)``  runs any service worker on a real phone (for the exercises)
@@ -839,7 +839,7 @@ class Beside:
         return fig
 
 
-def beside_the_others(*, count: int = 50, rate: float = 25.0, interval: float = 0.2,
+def beside_the_others(*, count: int = 25, rate: float = 25.0, interval: float = 0.2,
                       seed: int = 1) -> Beside:
     """The same ``count`` events, ``rate`` a second, by Web Push, SSE, long polling and polling.
 
