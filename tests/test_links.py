@@ -9,6 +9,8 @@ server and jupyter-server-proxy.
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -84,6 +86,21 @@ def test_only_the_server_that_started_this_kernel_counts(tmp_path, environment):
     environment.setenv("JPY_PARENT_PID", str(os.getpid() + 1_000_000))  # another server's
     assert links.browser_url(8000) == "http://127.0.0.1:8000/"
     environment.setenv("JPY_PARENT_PID", "not-a-pid")
+    assert links.browser_url(8000) == "http://127.0.0.1:8000/"
+
+
+def test_a_file_left_by_a_server_that_died_is_ignored(tmp_path, environment):
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True, timeout=30)
+    dead = int(finished.stdout)                   # a pid that surely ended
+    _jupyter_server(tmp_path, environment, hostname="0.0.0.0", pid=dead)
+    environment.setenv("JPY_PARENT_PID", str(dead))
+    assert links.browser_url(8000) == "http://127.0.0.1:8000/"
+
+
+def test_a_file_that_is_not_a_server_s_is_ignored(tmp_path, environment):
+    _jupyter_server(tmp_path, environment, hostname="0.0.0.0")
+    (tmp_path / "runtime" / f"jpserver-{os.getpid()}.json").write_text("{not json")
     assert links.browser_url(8000) == "http://127.0.0.1:8000/"
 
 
