@@ -761,6 +761,7 @@ def summarize(table: dict[int, dict[str, list[dict]]]) -> bool:
     print(f"{'senders':>7}  {'rate ratio':>10} {'p99 ratio':>9} {'cpu ratio':>9}   "
           f"{'user us labkit/plain':>20}   {'sys us labkit/plain':>19}   "
           f"{'page faults labkit/plain':>24}")
+    met_paired = True
     for senders, results in table.items():
         rounds = list(zip(results["labkit"], results["plain"]))
 
@@ -773,8 +774,11 @@ def summarize(table: dict[int, dict[str, list[dict]]]) -> bool:
                   f"{median_of(results['plain'], 'faults'):.2f}")
         print(f"{senders:>7}  {paired('rate'):>10.2f} {paired('p99'):>9.2f} {paired('cpu'):>9.2f}"
               f"   {split['user']:>20}   {split['sys']:>19}   {faults:>24}")
-    print(f"target (rate ratio >= {TARGET_RATE:.2f} and p99 ratio <= {TARGET_P99:.2f} at every "
-          f"sender count): {'met' if met else 'MISSED'}")
+        met_paired = met_paired and paired("rate") >= TARGET_RATE and paired("p99") <= TARGET_P99
+    target = (f"target (rate ratio >= {TARGET_RATE:.2f} and p99 ratio <= {TARGET_P99:.2f} at "
+              f"every sender count)")
+    print(f"{target}, on the medians: {'met' if met else 'MISSED'}; on the round-by-round "
+          f"ratios: {'met' if met_paired else 'MISSED'}")
     return met
 
 
