@@ -290,49 +290,28 @@ def outage(*, orders: int = 30, rate: float = 10.0, down: tuple[float, float] = 
                         wait=0.1)
     moments: dict[str, float] = {}
     created: dict[str, float] = {}
-    sent, failed, waits = [], [], {}
     start = time.monotonic()
 
-    def go_down() -> None:
+    def went_down() -> None:
         moments["down"] = time.monotonic() - start
-        service.stop()       # the service goes down ...
-        consumer.stop()      # ... and so does the consumer (it finishes what it holds)
 
-    def come_back() -> None:
+    def comes_back() -> None:
         moments["depth"] = server.component.stats(QUEUE)["depth"]
         moments["up"] = time.monotonic() - start
-        service.start()
-        consumer.start()
 
-    at = _Plan(start, [(down[0], go_down), (down[1], come_back)]).at
+    def publish(shop: requests.Session, order: Event) -> None:
+        created[order.id] = order.created - start
+        shop.post(f"{server.url}/queues/{QUEUE}", data=order.to_json(),
+                  timeout=5).raise_for_status()
 
     try:
-        service.start()
-        consumer.start()
-        with client_session("shop") as shop, \
-                Progress(orders, "orders through an outage") as bar:
-            busy_until = 0.0
-            for offset in schedule:
-                at(max(offset, busy_until))
-                order = feed.make("order.placed", {"order": 2001 + len(sent)})
-                created[order.id] = order.created - start
-                sent.append(order.id)
-                shop.post(f"{server.url}/queues/{QUEUE}", data=order.to_json(),
-                          timeout=5).raise_for_status()
-                arrived, busy_until = _call_with_retries(
-                    shop, service.url, order, at, max(offset, busy_until), retries, retry_pause)
-                waits[order.id] = time.monotonic() - start - created[order.id]
-                if not arrived:
-                    failed.append(order.id)
-                    trace.add("drop", technique="direct", client="shop", event_id=order.id,
-                              detail="every try failed: the email service is down")
-                bar.advance()
-            at(max(down[1], busy_until))  # the outage ends even if the orders did first
-            done = consumer.wait_for(len(sent), timeout=10)
+        run = _OutageRun(feed, trace, service, consumer, start, first_order=2001,
+                         went_down=went_down, comes_back=comes_back)
+        run.play(schedule, down, publish, retries, retry_pause, "orders through an outage")
     finally:
-        consumer.stop()
-        service.stop()
         server.stop()
+    sent, failed, done = run.sent, run.failed, run.done
+    waits = {i: run.answered[i] - created[i] for i in sent}
     window = [i for i, offset in zip(sent, schedule) if down[0] <= offset <= down[1]]
     return Outage(
         trace=trace, down=(moments["down"], moments["up"]), created=created,
@@ -341,6 +320,71 @@ def outage(*, orders: int = 30, rate: float = 10.0, down: tuple[float, float] = 
         depth_at_restart=moments["depth"],
         queue_latency=_latencies(trace, "queue"), direct_latency=_latencies(trace, "direct"),
         shop_waits=waits, history=tuple(server.component.history(QUEUE)), start=start)
+
+
+class _OutageRun:
+    """The shop's side of both outage experiments, on one plan in time order.
+
+    The shop makes one order per planned moment, publishes it with the
+    experiment's own ``publish(shop, order)`` (the HTTP broker or Redis),
+    then calls the email service directly, retrying as told; an order whose
+    every try failed is a ``drop`` in the trace. From ``down[0]`` to
+    ``down[1]`` s the service and the consumer are down; ``went_down`` and
+    ``comes_back`` let the experiment note what it measures at those moments.
+    """
+
+    def __init__(self, feed: Feed, trace: Trace, service: DirectService, consumer, start: float,
+                 *, first_order: int, went_down: Callable[[], None] = lambda: None,
+                 comes_back: Callable[[], None] = lambda: None):
+        self.feed, self.trace, self.service, self.consumer = feed, trace, service, consumer
+        self.start, self.first_order = start, first_order
+        self.went_down, self.comes_back = went_down, comes_back
+        self.sent: list[str] = []
+        self.failed: list[str] = []
+        self.answered: dict[str, float] = {}
+        """When the shop was done calling about each order (s since ``start``)."""
+        self.done: list = []
+
+    def _down(self) -> None:
+        self.went_down()
+        self.service.stop()       # the service goes down ...
+        self.consumer.stop()      # ... and so does the consumer (it finishes what it holds)
+
+    def _up(self) -> None:
+        self.comes_back()
+        self.service.start()
+        self.consumer.start()
+
+    def play(self, schedule: list[float], down: tuple[float, float],
+             publish: Callable[[requests.Session, Event], None], retries: int,
+             retry_pause: float, label: str) -> None:
+        at = _Plan(self.start, [(down[0], self._down), (down[1], self._up)]).at
+        try:
+            self.service.start()
+            self.consumer.start()
+            with client_session("shop") as shop, Progress(len(schedule), label) as bar:
+                busy_until = 0.0
+                for offset in schedule:
+                    at(max(offset, busy_until))
+                    order = self.feed.make("order.placed",
+                                           {"order": self.first_order + len(self.sent)})
+                    self.sent.append(order.id)
+                    publish(shop, order)
+                    arrived, busy_until = _call_with_retries(
+                        shop, self.service.url, order, at, max(offset, busy_until), retries,
+                        retry_pause)
+                    self.answered[order.id] = time.monotonic() - self.start
+                    if not arrived:
+                        self.failed.append(order.id)
+                        self.trace.add("drop", technique="direct", client="shop",
+                                       event_id=order.id,
+                                       detail="every try failed: the email service is down")
+                    bar.advance()
+                at(max(down[1], busy_until))  # the outage ends even if the orders did first
+                self.done = self.consumer.wait_for(len(self.sent), timeout=10)
+        finally:
+            self.consumer.stop()
+            self.service.stop()
 
 
 def _call_with_retries(shop: requests.Session, url: str, order: Event, at, first: float,
@@ -656,46 +700,26 @@ def outage_on_redis(*, orders: int = 20, rate: float = 20.0,
     shop_queue = redis_queue.Producer(REDIS_QUEUE, url=url, trace=trace, name="shop")
     consumer = redis_queue.Consumer(REDIS_QUEUE, "emails", _email(work), url=url, trace=trace,
                                     name="email-service", block=0.1)
-    sent, failed, publish_waits, published_at, moments = [], [], [], {}, {}
+    publish_waits, published_at, moments = [], {}, {}
     start = time.monotonic()
 
-    def go_down() -> None:
-        service.stop()
-        consumer.stop()
-
-    def come_back() -> None:
+    def comes_back() -> None:
         moments["waiting"] = redis_queue.stats(REDIS_QUEUE, "emails", url=url)["waiting"]
-        service.start()
-        consumer.start()
 
-    at = _Plan(start, [(down[0], go_down), (down[1], come_back)]).at
+    def publish(_shop: requests.Session, order: Event) -> None:
+        started = time.monotonic()
+        shop_queue.send(order.to_json())
+        publish_waits.append(time.monotonic() - started)
+        published_at[order.id] = time.monotonic() - start
+
     try:
-        service.start()
-        consumer.start()
-        with client_session("shop") as shop, \
-                Progress(orders, "orders through an outage, on Redis") as bar:
-            busy_until = 0.0
-            for offset in fixed_rate(rate, count=orders):
-                at(max(offset, busy_until))
-                order = feed.make("order.placed", {"order": 5001 + len(sent)})
-                sent.append(order.id)
-                started = time.monotonic()
-                shop_queue.send(order.to_json())
-                publish_waits.append(time.monotonic() - started)
-                published_at[order.id] = time.monotonic() - start
-                arrived, busy_until = _call_with_retries(
-                    shop, service.url, order, at, max(offset, busy_until), 0, 0.0)
-                if not arrived:
-                    failed.append(order.id)
-                    trace.add("drop", technique="direct", client="shop", event_id=order.id,
-                              detail="the email service is down")
-                bar.advance()
-            at(max(down[1], busy_until))
-            done = consumer.wait_for(orders, timeout=10)
+        run = _OutageRun(feed, trace, service, consumer, start, first_order=5001,
+                         comes_back=comes_back)
+        run.play(fixed_rate(rate, count=orders), down, publish, 0, 0.0,
+                 "orders through an outage, on Redis")
     finally:
-        consumer.stop()
-        service.stop()
         shop_queue.close()
+    sent, failed, done = run.sent, run.failed, run.done
     received_at: dict[str, float] = {}
     for record in trace.records(kind="event", technique="queue"):
         received_at.setdefault(record.event_id, record.t - start)
