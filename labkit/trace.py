@@ -116,6 +116,7 @@ class Rows:
     ``len()``     how many rows a snapshot holds (at most ``limit``)
     ``snapshot``  a new list of those rows, oldest first
     ``total``     how many rows were ever appended
+    ``held``      how many rows are in memory (with a limit, at most 1.25 x limit)
     ``dropped``   how many of them are forgotten (``total - len()``)
     ``clear``     forget every row
     ============  ===============================================
@@ -132,7 +133,7 @@ class Rows:
                                   or limit < 1):
             raise ValueError(f"{limit!r}: keep at least 1 row, or None to keep them all")
         self.limit = limit
-        # Bounded: chunks of an eighth of the limit, so at most about 1.25 x limit rows are held.
+        # Bounded: chunks of an eighth of the limit (1,024 at most), so that few more are held.
         self._chunk = _CHUNK if limit is None else max(1, min(_CHUNK, limit // 8))
         self.clear()
 
@@ -147,17 +148,20 @@ class Rows:
                 del sealed[0]
                 self._let_go += self._chunk
 
-    def _held(self) -> int:
+    @property
+    def held(self) -> int:
+        """How many rows are in memory: with a ``limit``, once that many were appended,
+        from ``limit`` to less than ``limit`` plus two chunks (at most 1.25 x ``limit``)."""
         return len(self._sealed) * self._chunk + len(self._open)
 
     def __len__(self) -> int:
-        held = self._held()
+        held = self.held
         return held if self.limit is None else min(held, self.limit)
 
     @property
     def total(self) -> int:
         """How many rows were ever appended (since the last :meth:`clear`)."""
-        return self._let_go + self._held()
+        return self._let_go + self.held
 
     @property
     def dropped(self) -> int:

@@ -77,6 +77,19 @@ def test_a_limit_keeps_exactly_the_most_recent_rows_and_counts_the_rest(limit):
     assert (len(rows), rows.total, rows.dropped, rows.snapshot()) == (0, 0, 0, [])
 
 
+@pytest.mark.parametrize("limit", [1, 3, 15, 16, 800, 1000, 8192, 9000])
+def test_a_limit_holds_at_most_the_limit_and_a_chunk_of_an_eighth_of_it(limit):
+    chunk = max(1, min(CHUNK, limit // 8))
+    rows, most = Rows(limit), 0
+    for n in range(3 * limit + 2 * CHUNK):
+        rows.append((n,))
+        most = max(most, rows.held)
+        assert rows.held >= min(n + 1, limit), "never fewer than the limit in memory"
+    whole_chunks = -(-limit // chunk) * chunk             # the limit, rounded up to chunks
+    assert most == whole_chunks + chunk - 1, f"held up to {most} rows for a limit of {limit}"
+    assert Rows().held == 0
+
+
 def test_a_limit_bounds_memory_the_forgotten_rows_are_freed():
     rows = Rows(1000)
     tracemalloc.start()
