@@ -104,12 +104,10 @@ class Rows:
     chunks and at most one chunk of open rows, however many rows are held.
 
     With a ``limit``, the oldest sealed chunk is let go once the newer rows
-    alone number ``limit``: memory stays bounded, and what a new row needs
-    reuses what the forgotten ones held, so a long-running server stops
-    asking the system for memory (bench/receiver_throughput.py: every page a
-    process touches for the first time costs the kernel a page fault, the
-    largest part of what keeping records costs a busy server). Readers see
-    exactly the last ``limit`` rows.
+    alone number ``limit``: memory stays bounded, and a long-running owner
+    (the webhook receiver's delivery log) reuses what the forgotten rows held
+    instead of growing for as long as it runs. Readers see exactly the last
+    ``limit`` rows.
 
     ============  ===============================================
     ``append``    add one row (keep it flat: atoms and tuples only)

@@ -49,9 +49,9 @@ What it remembers: the most recent ``keep`` deliveries, rejections and
 repeats (1,000 of each by default; ``keep=None`` remembers all), and how many
 of each it ever had (:attr:`~WebhookReceiver.counts`). A receiver that
 remembered every delivery would grow by about 2 KB per delivery for as long
-as it runs, and on a busy server the memory it keeps asking the system for is
-a cost of its own: see bench/receiver_throughput.py. The trace is not
-bounded: it holds every request and latency a lesson measures.
+as it runs, and so would one that remembered every request a forger sent it.
+The trace is not bounded: it holds every request and latency a lesson
+measures.
 
 Where providers put the delivery id and the event type, the first found wins:
 
